@@ -22,7 +22,7 @@ import numpy as np
 
 from .clinical import MEASURES, classify_all
 from .covariance import empirical_cov
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .landmarks import ISBI_LANDMARK_NAMES, ISBI_OBSERVER_LANDMARKS, ISBI_SPACING_MM
 from .propagation import GaussianLandmarks
 
@@ -229,13 +229,24 @@ def _from_files(setup_ann: Path) -> RealAnnotations | None:
     return RealAnnotations(ids, senior, junior, obs_ids, obs, lms, str(setup_ann))
 
 
-def find_real_annotations(dataset: str, record=None) -> RealAnnotations | None:
+def find_real_annotations(dataset: str, record=None, annotations_dir: str | os.PathLike | None = None
+                          ) -> RealAnnotations | None:
     """The real ISBI 2015 senior/junior (and 11-observer) annotations, or None when absent.
 
-    ``dataset == "isbi2015"``: taken from the loaded ``record``. Otherwise the
-    first of :func:`shared_annotation_dir` holding ``all_landmarks/all_senior.csv``
-    and ``all_junior.csv`` is read (the 11-observer set from its ``5_landmarks``).
+    ``annotations_dir`` (a ``setup_ann`` folder holding ``all_landmarks/all_senior.csv``
+    and ``all_junior.csv``, e.g. ``HeatmapUncertainty/setup_ann``): read from there; a
+    folder without those files is a :class:`~lmkcore.errors.DataError`. Otherwise, for
+    ``dataset == "isbi2015"`` they are taken from the loaded ``record``, else from the
+    first of :func:`shared_annotation_dir` that holds them (the 11-observer set from its
+    ``5_landmarks``).
     """
+    if annotations_dir is not None:
+        folder = Path(annotations_dir).expanduser()
+        found = _from_files(folder) if folder.is_dir() else None
+        if found is None:
+            raise DataError(f"{folder}: not a 'setup_ann' folder with all_landmarks/all_senior.csv and "
+                            f"all_landmarks/all_junior.csv (the ISBI 2015 annotations of Thaler et al.)")
+        return found
     if dataset == "isbi2015" and record is not None:
         return _from_record(record)
     for cand in shared_annotation_dir():

@@ -7,6 +7,7 @@ tables to ``--figures-dir``, which gets an ``INDEX.md``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -43,6 +44,54 @@ def has_parameters_cell(path: Path) -> bool:
     return any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.get("cells", []))
 
 
+def parameter_names(path: Path) -> list[str]:
+    """Names assigned in the notebook's ``parameters`` cell, in order."""
+    nb = json.loads(path.read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell.get("source", []))
+            try:
+                tree = ast.parse(src)
+            except SyntaxError as err:
+                raise ConfigError(f"{path}: the parameters cell is not valid Python ({err.msg}, line {err.lineno})") from None
+            return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+    return []
+
+
+#: Parameters every notebook has; they are set by their own options, not by ``--param``.
+COMMON_PARAMETERS = ("profile", "dataset", "data_root", "device", "seed", "figures_dir", "cache_dir")
+
+
+def parse_extra_params(items: list[str], notebooks: list[Path]) -> dict[Path, dict]:
+    """``--param NAME=VALUE`` items -> the extra parameters of each notebook that declares ``NAME``.
+
+    ``VALUE`` is read as a Python literal (``3``, ``0.5``, ``None``, ``True``, ``'x'``) and
+    otherwise kept as a string (so paths need no quotes).
+    """
+    declared = {nb: parameter_names(nb) for nb in notebooks}
+    extra: dict[Path, dict] = {nb: {} for nb in notebooks}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ConfigError(f"--param {item!r}: expected NAME=VALUE")
+        if name in COMMON_PARAMETERS:
+            raise ConfigError(f"--param {name}: use --{name.replace('_', '-')} instead")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        users = [nb for nb in notebooks if name in declared[nb]]
+        if not users:
+            known = sorted({n for names in declared.values() for n in names} - set(COMMON_PARAMETERS))
+            raise ConfigError(f"--param {name}: no selected notebook has a parameter {name!r}; "
+                              f"notebook-specific parameters: {', '.join(known) or '(none)'}")
+        for nb in users:
+            extra[nb][name] = value
+    return extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Regenerate every figure and table of lmkcore.")
     p.add_argument("--profile", default="quick", help="smoke | quick (default) | paper")
@@ -55,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="executed notebooks (default outputs/<profile>-<dataset>/)")
     p.add_argument("--figures-dir", default="figures", help="figures and tables (default figures/)")
     p.add_argument("--cache-dir", default=None, help="data/result cache (default $LMKCORE_CACHE or ~/.cache/lmkcore)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a notebook-specific parameter (repeatable), e.g. published_dir=/data/pykale")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     p.add_argument("--list", action="store_true", help="list the notebooks and exit")
     return p
@@ -102,6 +153,7 @@ def _run(args) -> int:
     for nb in notebooks:
         if not has_parameters_cell(nb):
             raise ConfigError(f"{nb}: no cell tagged 'parameters' (papermill needs one)")
+    extra = parse_extra_params(args.param, notebooks)
 
     out_dir = Path(args.output_dir or f"outputs/{args.profile}-{args.dataset}").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +180,7 @@ def _run(args) -> int:
         start = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(nb), str(dst), parameters=params, kernel_name=args.kernel,
+                str(nb), str(dst), parameters={**params, **extra[nb]}, kernel_name=args.kernel,
                 cwd=str(nb_dir), progress_bar=False, log_output=False,
             )
         except PapermillExecutionError as err:

@@ -80,3 +80,16 @@ def test_real_annotation_files_load_when_present():
     agree = cs.agreement_table({"senior": C.classify_all(real.senior_mm), "junior": C.classify_all(real.junior_mm)},
                                "senior")
     assert ((agree["junior"] > 50) & (agree["junior"] < 100)).all()
+
+
+def test_given_annotation_folder_is_used_or_rejected_with_its_path(tmp_path):
+    from lmkcore.errors import DataError
+
+    with pytest.raises(DataError, match=f"{tmp_path}: not a 'setup_ann' folder"):
+        cs.find_real_annotations("synthetic", annotations_dir=tmp_path)
+    default = cs.find_real_annotations("synthetic")
+    if default is None:
+        pytest.skip("../shared/data/HeatmapUncertainty/setup_ann not present")
+    given = cs.find_real_annotations("synthetic", annotations_dir=default.source)
+    assert given.source == default.source and given.ids == default.ids
+    np.testing.assert_array_equal(given.junior_mm, default.junior_mm)

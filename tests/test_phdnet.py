@@ -249,6 +249,17 @@ def test_published_phdnet_high_confidence_subset_is_more_accurate():
     assert ((phd["HiC %"] > 0) & (phd["HiC %"] < 100)).all()
 
 
+def test_given_published_folder_is_found_or_rejected_with_its_path(tmp_path):
+    from lmkcore.errors import DataError
+
+    with pytest.raises(DataError, match="no published PHD-Net tables here"):
+        find_pykale_tables(tmp_path)
+    for model in ("PHD-NET", "U-NET"):
+        (tmp_path / "Uncertainty_tuples" / model).mkdir(parents=True)
+    assert find_pykale_tables(tmp_path) == tmp_path / "Uncertainty_tuples"
+    assert find_pykale_tables(tmp_path / "Uncertainty_tuples") == tmp_path / "Uncertainty_tuples"
+
+
 def test_epoch_schedule_with_early_stopping_keeps_a_validation_history(session_cache):
     record = load_dataset("synthetic", None, n_images=16, width=64, cache_dir=session_cache)
     cfg = PHDNetConfig(filters=4, max_epochs=3, patience=1, batch_size=4, subimage=32, input_width=64,

@@ -44,10 +44,10 @@ def test_run_all_sh_forwards_options_in_an_active_env():
     assert "unknown profile 'bogus'" in res.stderr
 
 
-def _notebook(path: Path, body: str) -> None:
+def _notebook(path: Path, body: str, extra_params: str = "") -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('profile = "quick"\nseed = 0')
+    params = nbformat.v4.new_code_cell('profile = "quick"\nseed = 0' + extra_params)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
@@ -77,6 +77,26 @@ def test_failing_notebook_stops_and_names_notebook_and_cell(tmp_path):
     assert any("seed 7" in o.get("text", "") for c in fine.cells for o in c.get("outputs", []))
     assert (src / "01_broken.ipynb").read_text() == source_before  # sources never overwritten
     assert not (out / "02_never.ipynb").exists()
+
+
+def test_param_sets_notebook_specific_parameters_and_rejects_unknown_ones(tmp_path):
+    src = tmp_path / "nbs"
+    src.mkdir()
+    _notebook(src / "00_a.ipynb", "print('got', repr(threshold), repr(folder))", "\nthreshold = 1.0\nfolder = None")
+    _notebook(src / "01_b.ipynb", "print('b has no threshold')")
+    common = ["--profile", "smoke", "--notebooks-dir", str(src), "--output-dir", str(tmp_path / "out"),
+              "--figures-dir", str(tmp_path / "fig")]
+    res = run(RUNNER + common + ["--param", "threshold=0.25", "--param", "folder=/data/my tables"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    a = nbformat.read(tmp_path / "out" / "00_a.ipynb", as_version=4)
+    assert any("got 0.25 '/data/my tables'" in o.get("text", "") for c in a.cells for o in c.get("outputs", []))
+    for args, message in [(["--param", "tresh=1"], "--param tresh: no selected notebook has a parameter 'tresh'; "
+                                                    "notebook-specific parameters: folder, threshold"),
+                          (["--param", "seed=3"], "--param seed: use --seed instead"),
+                          (["--param", "novalue"], "--param 'novalue': expected NAME=VALUE")]:
+        res = run(RUNNER + common + args)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
 
 
 def test_source_notebooks_are_output_free_and_parameterised():

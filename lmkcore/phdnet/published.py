@@ -22,9 +22,22 @@ MODELS = ("PHD-NET", "U-NET")
 VIEWS = ("SA", "4CH")
 
 
-def find_pykale_tables(repo_root: str | Path | None = None) -> Path | None:
-    """The ``Uncertainty_tuples`` folder: under ``$LMKCORE_SHARED_DATA/pykale-landmark-uncertainty``
-    or ``<repo_root>/../shared/data/pykale-landmark-uncertainty``; None when absent."""
+def find_pykale_tables(published_dir: str | Path | None = None, repo_root: str | Path | None = None) -> Path | None:
+    """The ``Uncertainty_tuples`` folder of the published PHD-Net/U-Net outputs, or None when absent.
+
+    ``published_dir``: that folder itself or one holding it (e.g. the
+    ``pykale-landmark-uncertainty`` folder); a folder without the tables is a
+    :class:`~lmkcore.errors.DataError`. Otherwise looked for under
+    ``$LMKCORE_SHARED_DATA/pykale-landmark-uncertainty`` and
+    ``<repo_root>/../shared/data/pykale-landmark-uncertainty``.
+    """
+    if published_dir is not None:
+        given = Path(published_dir).expanduser()
+        for p in (given, given / "Uncertainty_tuples"):
+            if p.is_dir() and all((p / m).is_dir() for m in MODELS):
+                return p
+        raise DataError(f"{given}: no published PHD-Net tables here (expected an 'Uncertainty_tuples' folder "
+                        f"with {' and '.join(MODELS)} subfolders)")
     bases = []
     if os.environ.get("LMKCORE_SHARED_DATA"):
         bases.append(Path(os.environ["LMKCORE_SHARED_DATA"]).expanduser())
