@@ -33,9 +33,13 @@ def cov_to_params(cov) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ellipse parameters ``(theta, sigma_major, sigma_minor)`` of covariance ``(..., 2, 2)``.
 
     ``theta`` is in ``(-pi/2, pi/2]`` (an axis, not a direction); for an
-    isotropic covariance it is 0.
+    isotropic covariance it is 0. A covariance with a non-finite entry (e.g. a
+    diverged fit) gives NaN for all three, without a warning.
     """
     cov = np.asarray(cov, dtype=np.float64)
+    bad = ~np.isfinite(cov).all(axis=(-2, -1))
+    if bad.any():
+        cov = np.where(bad[..., None, None], np.nan, cov)
     a, b, d = cov[..., 0, 0], 0.5 * (cov[..., 0, 1] + cov[..., 1, 0]), cov[..., 1, 1]
     half_trace, half_diff = 0.5 * (a + d), 0.5 * (a - d)
     root = np.hypot(half_diff, b)

@@ -40,3 +40,15 @@ def test_empirical_cov_matches_numpy_and_ignores_nan():
     np.testing.assert_allclose(empirical_cov(pts), np.cov(pts.T), rtol=1e-12)
     with_nan = np.vstack([pts, [[np.nan, np.nan]]])
     np.testing.assert_allclose(empirical_cov(with_nan), np.cov(pts.T), rtol=1e-12)
+
+
+def test_non_finite_covariance_gives_nan_parameters_without_warning():
+    import warnings
+
+    cov = np.array([[[4.0, 1.0], [1.0, 2.0]], [[np.inf, 0.0], [0.0, np.inf]], [[np.nan, 0.0], [0.0, 1.0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        theta, s1, s2 = cov_to_params(cov)
+    assert np.isnan([theta[1:], s1[1:], s2[1:]]).all()
+    ref_theta, ref_s1, ref_s2 = cov_to_params(cov[0])
+    assert (theta[0], s1[0], s2[0]) == (ref_theta, ref_s1, ref_s2)
