@@ -39,24 +39,27 @@ def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
     return [by_prefix[w.zfill(2)] for w in sorted(set(w.zfill(2) for w in wanted))]
 
 
-def has_parameters_cell(path: Path) -> bool:
+def _parameters_cell(path: Path) -> dict | None:
+    """The cell tagged ``parameters`` of notebook ``path`` (None if it has none)."""
     nb = json.loads(path.read_text())
-    return any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.get("cells", []))
+    return next((c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+
+
+def has_parameters_cell(path: Path) -> bool:
+    return _parameters_cell(path) is not None
 
 
 def parameter_names(path: Path) -> list[str]:
     """Names assigned in the notebook's ``parameters`` cell, in order."""
-    nb = json.loads(path.read_text())
-    for cell in nb.get("cells", []):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            src = "".join(cell.get("source", []))
-            try:
-                tree = ast.parse(src)
-            except SyntaxError as err:
-                raise ConfigError(f"{path}: the parameters cell is not valid Python ({err.msg}, line {err.lineno})") from None
-            return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
-    return []
+    cell = _parameters_cell(path)
+    if cell is None:
+        return []
+    try:
+        tree = ast.parse("".join(cell.get("source", [])))
+    except SyntaxError as err:
+        raise ConfigError(f"{path}: the parameters cell is not valid Python ({err.msg}, line {err.lineno})") from None
+    return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
 
 
 #: Parameters every notebook has; they are set by their own options, not by ``--param``.
