@@ -114,33 +114,33 @@ def test_crops_are_centred_and_zero_padded():
 
 def test_learned_sigma_follows_declared_annotation_orientation(session_cache):
     """Thaler et al.'s mechanism on known truth: trained on one noisy observer, the learned target
-    covariance Sigma of each anisotropic landmark (declared axis ratio >= 2) takes the orientation of
+    covariance Sigma of every anisotropic landmark (declared axis ratio >= 2) takes the orientation of
     the declared annotation covariance (within 15 deg).
 
-    Dedicated small run (~35 s): annotation noise x3 so that it dominates the network's own error at
-    this coarse resolution. The generator's low-contrast landmarks (orbitale, porion) are excluded and
-    reported: there the network's localisation error is larger than the annotation noise and the
-    learned Sigma comes out nearly round, so its angle is not defined (ratio ~1.1).
+    Dedicated small run (~75 s on 2 CPU cores): annotation noise x5 so that it dominates the network's
+    own error everywhere, also at the generator's low-contrast landmarks (orbitale, porion), where
+    with the plain noise of the quick profile the network's own, round error dominates and the learned
+    Sigma comes out nearly round (quick model of notebooks 01/02: 39 and 54 deg off there). Seeds 0
+    and 1 of this run give at most 10.1 and 7.3 deg over the 11 landmarks.
     """
-    from lmkcore.anatomy import LOW_CONTRAST
     from lmkcore.covariance import axis_angle_difference, cov_to_params
 
-    record = load_dataset("synthetic", None, n_images=80, width=96, annotation_scale=3.0, cache_dir=session_cache)
+    record = load_dataset("synthetic", None, n_images=80, width=128, annotation_scale=5.0, cache_dir=session_cache)
     ds = LandmarkImageDataset(record, record.splits["train"] + record.splits["test1"], cache_dir=session_cache / "images")
-    cfg = TrainConfig(iterations=400, num_filters=8, batch_size=4, checkpoint_every=0, target_lr_scale=10.0,
+    cfg = TrainConfig(iterations=800, num_filters=16, batch_size=4, checkpoint_every=0, target_lr_scale=10.0,
                       augment=AugmentConfig(intensity_scale=0.2, intensity_shift=0.2, translate=0.03, rotate_deg=5.0,
                                             scale=0.05, aniso_scale=0.0, elastic_grid=6, elastic_magnitude=0.5))
     trained = train(cfg, ds, progress=False)
     learned = trained.target.parameters_table()
     theta_true, s1, s2 = cov_to_params(record.truth["annotation_cov"].mean(0))
     error = np.degrees(axis_angle_difference(learned["theta"], theta_true))
-    checked = [i for i, name in enumerate(record.landmark_names) if s1[i] / s2[i] >= 2 and name not in LOW_CONTRAST]
-    assert len(checked) >= 8
+    checked = [i for i in range(len(record.landmark_names)) if s1[i] / s2[i] >= 2]
+    assert len(checked) == 11
     bad = {record.landmark_names[i]: round(float(error[i]), 1) for i in checked if error[i] > 15}
     assert not bad, f"learned Sigma orientation off by > 15 deg: {bad}"
     # and the learned Sigma of those landmarks is anisotropic, elongated like the declared one
     ratio = learned["sigma_major"] / learned["sigma_minor"]
-    assert np.all(ratio[checked] > 1.4)
+    assert np.all(ratio[checked] > 1.3)
 
 
 def test_unloadable_checkpoint_is_one_clear_error(tmp_path):
