@@ -131,14 +131,9 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
     """
     import SimpleITK as sitk
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-        raise DataError(f"{path}: unreadable image ({lines[-1].strip() if lines else 'unknown reason'})") from None
+    from .imageio import open_image
+
+    img = open_image(path)
     arr = sitk.GetArrayViewFromImage(img)
     n = img.GetNumberOfComponentsPerPixel()
     if n > 1:

@@ -10,6 +10,18 @@ import SimpleITK as sitk
 from .errors import DataError
 
 
+def open_image(path: str | os.PathLike) -> sitk.Image:
+    """The SimpleITK image of ``path``; a missing or undecodable file is one :class:`DataError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+        raise DataError(f"{path}: unreadable image ({lines[-1].strip() if lines else 'unknown reason'})") from None
+
+
 def read_image(path: str | os.PathLike, with_spacing: bool = False):
     """Read a 2D or 3D image as a grey-value float32 array.
 
@@ -34,14 +46,7 @@ def read_image(path: str | os.PathLike, with_spacing: bool = False):
     DataError
         If the file is missing or cannot be decoded (naming the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
-        raise DataError(f"{path}: unreadable image ({first})") from None
+    img = open_image(path)
     arr = sitk.GetArrayFromImage(img)
     if img.GetNumberOfComponentsPerPixel() > 1:
         arr = arr.mean(axis=-1)
