@@ -28,7 +28,7 @@ from .fitting import fit_gaussians
 from .formats import atomic_write_bytes, atomic_write_text
 from .image_cache import resize_landmarks
 from .models.common import enable_mc_dropout
-from .records import LandmarkDataset
+from .records import LandmarkDataset, row_indices
 from .training import TrainConfig, normalise_images, train
 
 #: Bump when prediction/fitting code changes what a result holds: results are recomputed,
@@ -189,10 +189,7 @@ class ExperimentResult:
 
     def rows(self, ids: list[str] | None) -> np.ndarray:
         """Row indices of ``ids`` (all rows if None); ids not in this result are ignored."""
-        if ids is None:
-            return np.arange(len(self.ids))
-        pos = {i: k for k, i in enumerate(self.ids)}
-        return np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
+        return row_indices(self.ids, ids)
 
     def errors_mm(self, prediction: str = "fit", against: str = "target", ids: list[str] | None = None) -> np.ndarray:
         """``(M, N)`` point errors in mm of ``prediction`` (``"fit"``, ``"argmax"`` or

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,6 +18,16 @@ from .errors import DataError
 
 #: Annotation keys that are derived from other annotations rather than made by an observer.
 DERIVED_TARGETS: tuple[str, ...] = ("mean", "challenge")
+
+
+def row_indices(all_ids: Sequence[str], ids: Sequence[str] | None) -> np.ndarray:
+    """Positions in ``all_ids`` of those ``ids`` that occur there, in the order of ``ids``
+    (``None``: every position). Unknown ids are skipped, not an error (cf.
+    :meth:`LandmarkDataset.index_of`)."""
+    if ids is None:
+        return np.arange(len(all_ids))
+    pos = {i: k for k, i in enumerate(all_ids)}
+    return np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
 
 
 @dataclass

@@ -31,6 +31,7 @@ import numpy as np
 
 from .covariance import cov_to_params, empirical_cov
 from .errors import ConfigError
+from .records import row_indices
 from .style import CMAPS, COLORS
 
 #: The sigma levels of the Sigma-hat ellipse (Thaler et al. 2021 draw 3 sigma in Fig. 7).
@@ -282,8 +283,7 @@ class _PHDNetView:
         self.high_confidence = (self.peak >= self.phd_threshold).astype(np.float64)
 
     def rows(self, ids):
-        pos = {i: k for k, i in enumerate(self.ids)}
-        return np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
+        return row_indices(self.ids, ids)
 
     def errors_mm(self, prediction: str = "fit", against: str = "target", ids=None):
         ref = {"target": self.target_px, "truth": self.truth_px}[against]

@@ -42,3 +42,12 @@ def test_validation_messages():
     with pytest.raises(DataError, match=r"annotations\['junior'\] has shape"):
         LandmarkDataset("toy", rec.ids, rec.image_paths, rec.landmark_names,
                         {"senior": rec.landmarks, "junior": rec.landmarks[:, :2]}, "senior", rec.spacing, rec.image_size)
+
+
+def test_row_indices_keeps_the_order_of_the_request_and_skips_unknown_ids():
+    from lmkcore.records import row_indices
+
+    all_ids = ["a", "b", "c", "d"]
+    assert row_indices(all_ids, ["c", "x", "a"]).tolist() == [2, 0]
+    assert row_indices(all_ids, None).tolist() == [0, 1, 2, 3]
+    assert row_indices(all_ids, []).dtype == np.int64 and row_indices(all_ids, []).size == 0

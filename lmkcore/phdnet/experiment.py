@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..experiments import data_fingerprint
 from ..formats import atomic_write_bytes, atomic_write_text
 from ..image_cache import resize_landmarks
-from ..records import LandmarkDataset
+from ..records import LandmarkDataset, row_indices
 from ..training import load_checkpoint, normalise_images, save_checkpoint
 from .coordinates import candidate_smoothing, landmark_thresholds, simple_coordinates
 from .labels import phdnet_loss
@@ -177,10 +177,8 @@ class PHDNetResult:
     n_parameters: int = 0
 
     def rows(self, ids: list[str] | None) -> np.ndarray:
-        if ids is None:
-            return np.arange(len(self.ids))
-        pos = {i: k for k, i in enumerate(self.ids)}
-        return np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
+        """Row indices of ``ids`` (all rows if None); ids not in this result are ignored."""
+        return row_indices(self.ids, ids)
 
     def errors_mm(self, strategy: str = "smoothing", against: str = "target", ids: list[str] | None = None) -> np.ndarray:
         """``(M, N)`` point errors (mm) of ``strategy`` against ``"target"`` or ``"truth"`` (synthetic)."""
