@@ -50,5 +50,5 @@ export PYTHONUNBUFFERED=1
 if [[ "$mode" == tests ]]; then
     exec "$PY" -m pytest "$@"
 else
-    exec "$PY" -m lmkcore.run_notebooks "$@"
+    exec "$PY" -m lmkcore.cli "$@"
 fi

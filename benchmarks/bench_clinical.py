@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from lmkcore.propagation import GaussianLandmarks, HeatmapLandmarks, propagate
+from lmkcore.analysis.propagation import GaussianLandmarks, HeatmapLandmarks, propagate
 
 # A plausible ISBI landmark set in mm, facing right (same shape as tests/test_clinical.py).
 BASE_MM = np.array([(80, 100), (146, 96), (128, 121), (60, 120), (141, 163), (132, 200), (137, 216), (127, 223),

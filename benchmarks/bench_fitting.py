@@ -9,12 +9,12 @@ Generates ``n`` synthetic ``size x size`` heatmaps (anisotropic Gaussians,
 sub-pixel centres, sigmas 1.5-6 px, axis ratio 1.5-4, noise SD 2 % of the
 amplitude), then, in one run, times
 
-* :func:`lmkcore.fitting.fit_gaussians` on the whole batch ``(1, n, size, size)``
+* :func:`lmkcore.analysis.fitting.fit_gaussians` on the whole batch ``(1, n, size, size)``
   on the CPU (float64 and float32 computation; best of ``--repeats`` after one
   warm-up call),
 * the same on CUDA (with ``torch.cuda.synchronize``) if available and not
   ``--device cpu``,
-* :func:`lmkcore.fitting.fit_gaussians_scipy` (one ``least_squares(method="trf")``
+* :func:`lmkcore.analysis.fitting.fit_gaussians_scipy` (one ``least_squares(method="trf")``
   call per heatmap, single run),
 
 and prints the times, the speed-up and the largest centre/sigma difference
@@ -33,7 +33,7 @@ import torch
 
 def make_heatmaps(n: int, size: int, noise: float = 0.02, seed: int = 0) -> np.ndarray:
     """``(1, n, size, size)`` float64 noisy anisotropic Gaussians (amplitude 1)."""
-    from lmkcore.covariance import params_to_cov
+    from lmkcore.analysis.covariance import params_to_cov
 
     rng = np.random.default_rng(seed)
     ratio = rng.uniform(1.5, 4.0, n)
@@ -83,7 +83,7 @@ def main() -> None:
 
     import scipy
 
-    from lmkcore.fitting import fit_gaussians, fit_gaussians_scipy
+    from lmkcore.analysis.fitting import fit_gaussians, fit_gaussians_scipy
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,9 +6,9 @@ Usage::
                                                [--width 128] [--height 160] [--device auto|cpu|cuda]
 
 Times (best of ``--repeats`` after one warm-up) one Adam step on ``batch`` random
-``subimage``-px sub-images for the three variants of :class:`lmkcore.phdnet.PHDNet`
+``subimage``-px sub-images for the three variants of :class:`lmkcore.models.phdnet.PHDNet`
 (independent per-landmark models as in the paper, shared trunk, shared trunk + hidden head
-layers), and :func:`lmkcore.phdnet.candidate_smoothing` / the simple strategy on the outputs of
+layers), and :func:`lmkcore.analysis.phdnet_coordinates.candidate_smoothing` / the simple strategy on the outputs of
 ``batch`` whole ``width x height`` images.
 """
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 
 import torch
 
-from lmkcore.phdnet import PHDNet, candidate_smoothing, count_parameters, phdnet_loss, simple_coordinates
+from lmkcore.models.phdnet import PHDNet, count_parameters
+from lmkcore.analysis.phdnet_coordinates import candidate_smoothing, simple_coordinates
+from lmkcore.training.phdnet_targets import phdnet_loss
 
 
 def _best(fn, repeats: int, device: str) -> float:

@@ -11,10 +11,10 @@ import time
 
 import torch
 
-from lmkcore.augment import apply_params, sample_params
-from lmkcore.heatmaps import heatmap_loss
-from lmkcore.profiles import PROFILES
-from lmkcore.training import build_network, build_optimizer, build_target, normalise_images
+from lmkcore.training.augment import apply_params, sample_params
+from lmkcore.training.targets import heatmap_loss
+from lmkcore.training.profiles import PROFILES
+from lmkcore.training.trainer import build_network, build_optimizer, build_target, normalise_images
 
 
 def step_time(profile_name: str, device: str, steps: int, height: int, model: str = "scn") -> float:

@@ -1,4 +1,4 @@
-"""Speed of the widget explorer (lmkcore.widgets): one control change must update well under a second on a CPU.
+"""Speed of the widget explorer (lmkcore.reporting.widgets): one control change must update well under a second on a CPU.
 
 Usage::
 
@@ -16,10 +16,10 @@ import statistics
 import sys
 import time
 
-from lmkcore.datasets import load_dataset
-from lmkcore.experiments import ExperimentResult
-from lmkcore.profiles import get_profile
-from lmkcore.widgets import ExplorerSource, LandmarkExplorer, overview_content, view_content
+from lmkcore.data.datasets import load_dataset
+from lmkcore.runs.experiment import ExperimentResult
+from lmkcore.training.profiles import get_profile
+from lmkcore.reporting.widgets import ExplorerSource, LandmarkExplorer, overview_content, view_content
 
 
 def main(argv=None) -> int:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
 
 def source_state(source, args):
-    from lmkcore.widgets import ExplorerState
+    from lmkcore.reporting.widgets import ExplorerState
 
     return ExplorerState(args.dataset, args.method, None, 0)
 

@@ -32,8 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
 
-    from lmkcore.datasets import isbi
-    from lmkcore.image_cache import cached_images, read_grey, resize_image
+    from lmkcore.data.datasets import isbi
+    from lmkcore.data.image_cache import cached_images, read_grey, resize_image
 
     t0 = time.perf_counter()
     rec = isbi.load(args.data_root, verbose=False)

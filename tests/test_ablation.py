@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmkcore import ablation
+from lmkcore.runs import ablation
 from lmkcore.errors import ConfigError
 
 

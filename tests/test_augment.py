@@ -1,4 +1,4 @@
-"""Tests of lmkcore.augment (batched spatial + intensity augmentation)."""
+"""Tests of lmkcore.training.augment (batched spatial + intensity augmentation)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lmkcore.augment import (
+from lmkcore.training.augment import (
     AugmentConfig,
     AugmentParams,
     InversionError,

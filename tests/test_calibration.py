@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from lmkcore import calibration as cal
-from lmkcore.augment import AugmentConfig
-from lmkcore.calibration_eval import evaluate_calibration, probability_maps, with_calibration_split
-from lmkcore.datasets import load_dataset
+from lmkcore.analysis import calibration as cal
+from lmkcore.training import losses
+from lmkcore.training.augment import AugmentConfig
+from lmkcore.runs.calibration import evaluate_calibration, probability_maps, with_calibration_split
+from lmkcore.data.datasets import load_dataset
 from lmkcore.errors import ConfigError
-from lmkcore.experiments import ExperimentConfig, run_experiment
-from lmkcore.training import TrainConfig
+from lmkcore.runs.experiment import ExperimentConfig, run_experiment
+from lmkcore.training.trainer import TrainConfig
 
 
 # ----------------------------------------------------------------------------- ERE
 def test_ere_of_one_hot_heatmap_is_zero():
     lm = torch.tensor([[[3.2, 4.7], [0.0, 0.0]]])
-    maps = cal.onehot_targets(lm, (7, 6))
+    maps = losses.onehot_targets(lm, (7, 6))
     assert maps.sum((-2, -1)).tolist() == [[1.0, 1.0]] and maps[0, 0, 5, 3] == 1
     ere, am = cal.expected_radial_error(maps, np.array([[0.1, 0.2]]))
     assert torch.all(ere == 0)
@@ -68,12 +69,12 @@ def test_onehot_nll_is_cross_entropy_with_onehot_target():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 6, 8)
     lm = torch.tensor([[[1.4, 2.6], [7.2, 0.1], [float("nan"), 1.0]], [[0.0, 5.4], [3.5, 3.49], [9.0, 1.0]]])
-    ce = -(cal.onehot_targets(lm, (8, 6)) * cal.log_softmax_2d(logits)).sum((-2, -1))
-    _, valid = cal.pixel_index(lm, (8, 6))
+    ce = -(losses.onehot_targets(lm, (8, 6)) * losses.log_softmax_2d(logits)).sum((-2, -1))
+    _, valid = losses.pixel_index(lm, (8, 6))
     assert valid.tolist() == [[True, True, False], [True, True, False]]  # NaN and x=9 (outside) masked
-    assert cal.onehot_nll(logits, lm).item() == pytest.approx((ce.sum() / valid.sum()).item(), rel=1e-6)
+    assert losses.onehot_nll(logits, lm).item() == pytest.approx((ce.sum() / valid.sum()).item(), rel=1e-6)
     flat = torch.nn.functional.cross_entropy(logits[0, 0].reshape(1, -1), torch.tensor([3 * 8 + 1]))
-    assert cal.nll_per_landmark(logits, lm)[0][0, 0].item() == pytest.approx(flat.item(), rel=1e-6)
+    assert losses.nll_per_landmark(logits, lm)[0][0, 0].item() == pytest.approx(flat.item(), rel=1e-6)
 
 
 def test_gaussian_nll_matches_explicit_cross_entropy():
@@ -84,7 +85,7 @@ def test_gaussian_nll_matches_explicit_cross_entropy():
     q = np.exp(-0.5 * ((xx - 4.3) ** 2 + (yy - 5.8) ** 2) / 1.5**2)
     q /= q.sum()
     logp = torch.log_softmax(logits.flatten(), 0).reshape(9, 11).numpy()
-    assert cal.gaussian_nll(logits, lm, 1.5).item() == pytest.approx(-(q * logp).sum(), rel=1e-5)
+    assert losses.gaussian_nll(logits, lm, 1.5).item() == pytest.approx(-(q * logp).sum(), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- temperature scaling
@@ -97,10 +98,10 @@ def test_temperature_scaling_recovers_miscalibration_keeps_argmax_and_lowers_nll
     logits = base * scale  # over- (scale > 1) or under-confident network outputs
     t = cal.fit_temperature(logits, lm)
     np.testing.assert_allclose(t.numpy(), scale, rtol=0.2)
-    before, after = cal.onehot_nll(logits, lm).item(), cal.onehot_nll(logits, lm, t).item()
+    before, after = losses.onehot_nll(logits, lm).item(), losses.onehot_nll(logits, lm, t).item()
     assert after < before
-    assert after == pytest.approx(cal.onehot_nll(base, lm).item(), rel=0.03)
-    p, p_t = cal.softmax_2d(logits), cal.softmax_2d(logits, t)
+    assert after == pytest.approx(losses.onehot_nll(base, lm).item(), rel=0.03)
+    p, p_t = losses.softmax_2d(logits), losses.softmax_2d(logits, t)
     assert torch.equal(p.flatten(2).argmax(-1), p_t.flatten(2).argmax(-1))
 
 

@@ -1,4 +1,4 @@
-"""Tests for lmkcore.clinical: the 8 ISBI 2015 clinical measures and classes.
+"""Tests for lmkcore.analysis.clinical: the 8 ISBI 2015 clinical measures and classes.
 
 Geometry tests build landmark sets whose measure value is known by
 construction (computed by hand in the test), in mm, image coordinates
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from lmkcore import clinical as C
+from lmkcore.analysis import clinical as C
 
 IDX = {name: i for i, name in enumerate(C.ISBI_LANDMARK_NAMES)}
 

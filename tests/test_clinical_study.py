@@ -1,12 +1,12 @@
-"""Tests for lmkcore.clinical_study: Fig. 9 curves, summaries, annotation-only Gaussians, real-file loading."""
+"""Tests for lmkcore.analysis.clinical_study: Fig. 9 curves, summaries, annotation-only Gaussians, real-file loading."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from lmkcore import clinical as C
-from lmkcore import clinical_study as cs
+from lmkcore.analysis import clinical as C
+from lmkcore.analysis import clinical_study as cs
 from lmkcore.errors import ConfigError
 
 

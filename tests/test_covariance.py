@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lmkcore.covariance import axis_angle_difference, cov_to_params, empirical_cov, params_to_cov
+from lmkcore.analysis.covariance import axis_angle_difference, cov_to_params, empirical_cov, params_to_cov
 
 
 def test_params_roundtrip_against_eigendecomposition():

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from conftest import REPO  # noqa: E402
-from lmkcore import style  # noqa: E402
-from lmkcore.figure_index import index_problems, output_files, write_index  # noqa: E402
+from lmkcore.reporting import style  # noqa: E402
+from lmkcore.reporting.figure_index import index_problems, output_files, write_index  # noqa: E402
 
 
 def index_rows(text: str) -> dict[str, list[str]]:
@@ -73,7 +73,7 @@ def test_index_is_complete_after_a_smoke_run(tmp_path, session_cache):
     INDEX.md that lists every figure/table file with its paper reference, notebook, profile/dataset and time."""
     figs = tmp_path / "figures"
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    res = subprocess.run([sys.executable, "-m", "lmkcore.run_notebooks", "--profile", "smoke", "--only", "00,08",
+    res = subprocess.run([sys.executable, "-m", "lmkcore.cli", "--profile", "smoke", "--only", "00,08",
                           "--output-dir", str(tmp_path / "out"), "--figures-dir", str(figs),
                           "--cache-dir", str(session_cache), "--device", "cpu"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)

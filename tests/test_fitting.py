@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lmkcore.covariance import axis_angle_difference, params_to_cov
-from lmkcore.decoding import argmax_subpixel
+from lmkcore.analysis.covariance import axis_angle_difference, params_to_cov
+from lmkcore.analysis.decoding import argmax_subpixel
 from lmkcore.errors import ConfigError
-from lmkcore.fitting import (
+from lmkcore.analysis.fitting import (
     HALF_MAX_MOMENT,
     LOSSES,
     _normal_equations,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lmkcore.errors import DataError
-from lmkcore.formats import atomic_directory, read_id_list, read_landmark_csv, write_id_list, write_landmark_csv
+from lmkcore.data.formats import atomic_directory, read_id_list, read_landmark_csv, write_id_list, write_landmark_csv
 
 
 def test_landmark_csv_roundtrip_mm_to_px(tmp_path):
@@ -59,7 +59,7 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from lmkcore.formats import atomic_write_text
+    from lmkcore.data.formats import atomic_write_text
 
     umask = os.umask(0o022)
     try:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from lmkcore.covariance import axis_angle_difference, cov_to_params, params_to_cov
-from lmkcore.heatmaps import (
+from lmkcore.analysis.covariance import axis_angle_difference, cov_to_params, params_to_cov
+from lmkcore.training.targets import (
     HeatmapTarget,
     aniso_cov,
     gaussian_heatmaps,

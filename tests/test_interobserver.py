@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_data_dir
-from lmkcore import interobserver as io
-from lmkcore.covariance import params_to_cov
+from lmkcore.analysis import interobserver as io
+from lmkcore.analysis.covariance import params_to_cov
 
 OBSERVER_DIR = shared_data_dir() / "HeatmapUncertainty" / "setup_ann"
 
@@ -59,7 +59,7 @@ def test_synthetic_observers_recover_declared_orientation(synthetic_record):
     rec = synthetic_record
     pts, ids, lm = io.record_observer_points_mm(rec)
     assert pts.shape[1] == 11 and len(lm) == len(rec.landmark_names)
-    from lmkcore.covariance import axis_angle_difference, cov_to_params
+    from lmkcore.analysis.covariance import axis_angle_difference, cov_to_params
     sp = rec.spacing[:, None, :]
     declared = (rec.truth["annotation_cov"] * sp[..., :, None] * sp[..., None, :]).mean(0)
     dth, d1, d2 = cov_to_params(declared)
@@ -72,7 +72,7 @@ def test_synthetic_observers_recover_declared_orientation(synthetic_record):
 
 @pytest.fixture(scope="module")
 def synthetic_record(tmp_path_factory):
-    from lmkcore.datasets import load_dataset
+    from lmkcore.data.datasets import load_dataset
 
     return load_dataset("synthetic", None, n_images=40, width=64, cache_dir=tmp_path_factory.mktemp("syn"))
 
@@ -80,7 +80,7 @@ def synthetic_record(tmp_path_factory):
 @pytest.mark.skipif(not (OBSERVER_DIR / "5_landmarks" / "5lms_ann1.csv").is_file(),
                     reason=f"real 11-observer files not available: {OBSERVER_DIR} is absent")
 def test_real_ann_row_reproduces_thaler_table3():
-    from lmkcore.datasets.isbi import load_isbi_observers
+    from lmkcore.data.datasets.isbi import load_isbi_observers
 
     obs = load_isbi_observers(OBSERVER_DIR)
     pts_mm = obs.observers * 0.1

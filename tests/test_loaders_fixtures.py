@@ -12,12 +12,12 @@ import SimpleITK as sitk
 from PIL import Image
 
 from lmkcore.errors import ConfigError, DataError
-from lmkcore.formats import write_id_list, write_landmark_csv
-from lmkcore.imageio import write_image
-from lmkcore.datasets import _LOADERS, folder, hand, isbi
-from lmkcore.datasets._common import LoaderWarning
-from lmkcore.image_cache import cache_file, cached_images, decode_resized, resize_image, resize_landmarks
-from lmkcore.landmarks import ISBI_OBSERVER_LANDMARKS
+from lmkcore.data.formats import write_id_list, write_landmark_csv
+from lmkcore.data.imageio import write_image
+from lmkcore.data.datasets import _LOADERS, folder, hand, isbi
+from lmkcore.data.datasets._common import LoaderWarning
+from lmkcore.data.image_cache import cache_file, cached_images, decode_resized, resize_image, resize_landmarks
+from lmkcore.data.landmarks import ISBI_OBSERVER_LANDMARKS
 
 W, H = 48, 60
 SPLITS = {"train": ["001", "002"], "test1": ["003", "004"], "test2": ["005", "006"]}
@@ -456,7 +456,7 @@ def test_hand_histogram_matching_preprocessing(tmp_path):
     ds, _ = make_hand(tmp_path)
     rec = _quiet(hand.load, ds, preprocess="histogram_matching", reference_id="3005")
     pre = rec.extras["preprocess"]
-    from lmkcore.imageio import read_image
+    from lmkcore.data.imageio import read_image
     ref = read_image(rec.image_paths[2])
     img = read_image(rec.image_paths[0])
     out = pre(img)
@@ -656,7 +656,7 @@ def test_cached_images_decodes_once_and_keys_on_files(tmp_path, monkeypatch):
     rec, _ = _dot_record(tmp_path, "png")
     cache = tmp_path / "cache"
     first = cached_images(rec, (40, 45), cache, progress=False)
-    import lmkcore.image_cache as ic
+    import lmkcore.data.image_cache as ic
 
     def boom(*a, **k):
         raise AssertionError("decoded again")
@@ -691,6 +691,6 @@ def test_jpeg_fast_decode_matches_full_decode(tmp_path):
     g = np.clip((g - g.min()) / np.ptp(g) * 255, 0, 255).astype(np.uint8)
     Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path / "x.jpg", quality=95)
     fast = decode_resized(tmp_path / "x.jpg", (30, 36))
-    from lmkcore.imageio import read_image
+    from lmkcore.data.imageio import read_image
     full = resize_image(read_image(tmp_path / "x.jpg"), (30, 36))
     assert np.abs(fast - full).mean() < 1.0

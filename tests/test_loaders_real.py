@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmkcore.datasets import hand, isbi
-from lmkcore.datasets._common import LoaderWarning, image_info
-from lmkcore.formats import read_id_list, read_landmark_csv, write_landmark_csv
-from lmkcore.image_cache import cached_images, decode_resized, resize_image
-from lmkcore.imageio import read_image
+from lmkcore.data.datasets import hand, isbi
+from lmkcore.data.datasets._common import LoaderWarning, image_info
+from lmkcore.data.formats import read_id_list, read_landmark_csv, write_landmark_csv
+from lmkcore.data.image_cache import cached_images, decode_resized, resize_image
+from lmkcore.data.imageio import read_image
 
 SHARED = Path(os.environ.get("LMKCORE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 JPG = SHARED / "ISBI2015-cepha400-jpg"

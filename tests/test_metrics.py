@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lmkcore.errors import ConfigError
-from lmkcore.metrics import (
+from lmkcore.analysis.metrics import (
     cumulative_curve,
     identification_rate,
     identified,

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmkcore.heatmaps import gaussian_heatmaps, heatmap_loss
+from lmkcore.training.targets import gaussian_heatmaps, heatmap_loss
 from lmkcore.models import (
     LocalAppearance,
     LocalizationUNet,

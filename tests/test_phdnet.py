@@ -9,14 +9,14 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lmkcore.augment import AugmentConfig
-from lmkcore.datasets import load_dataset
+from lmkcore.training.augment import AugmentConfig
+from lmkcore.data.datasets import load_dataset
 from lmkcore.errors import ConfigError
-from lmkcore.phdnet import (PATCH, PHDNet, PHDNetConfig, candidate_smoothing, confidence_threshold, count_parameters,
-                            cross_fitted_high_confidence, decode_displacement, displacement_targets,
-                            encode_displacement, patch_centres, patch_heatmaps, phdnet_loss, run_phdnet,
-                            simple_coordinates)
-from lmkcore.phdnet.published import confidence_table, find_pykale_tables
+from lmkcore.models.phdnet import PATCH, PHDNet, count_parameters
+from lmkcore.runs.phdnet import PHDNetConfig, run_phdnet
+from lmkcore.analysis.phdnet_coordinates import candidate_smoothing, confidence_threshold, cross_fitted_high_confidence, simple_coordinates
+from lmkcore.training.phdnet_targets import decode_displacement, displacement_targets, encode_displacement, patch_centres, patch_heatmaps, phdnet_loss
+from lmkcore.reporting.published import confidence_table, find_pykale_tables
 
 
 # ------------------------------------------------------------------ labels

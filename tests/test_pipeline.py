@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 
-RUNNER = [sys.executable, "-m", "lmkcore.run_notebooks"]
+RUNNER = [sys.executable, "-m", "lmkcore.cli"]
 
 
 def run(args, cwd=REPO, env=None, timeout=600):

@@ -1,4 +1,4 @@
-"""Tests for lmkcore.propagation: sampling landmark distributions into clinical classes.
+"""Tests for lmkcore.analysis.propagation: sampling landmark distributions into clinical classes.
 
 References: closed forms (degenerate distributions, a 1-D Gaussian pushed through
 the SNA angle), numpy/scipy (Cholesky, weighted moments, normal CDF) and brute
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from lmkcore import clinical as C
+from lmkcore.analysis import clinical as C
 from lmkcore.errors import ConfigError
-from lmkcore.image_cache import resize_landmarks
-from lmkcore.propagation import (
+from lmkcore.data.image_cache import resize_landmarks
+from lmkcore.analysis.propagation import (
     GaussianLandmarks,
     HeatmapLandmarks,
     cholesky_2x2,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lmkcore.errors import DataError
-from lmkcore.records import LandmarkDataset
+from lmkcore.data.records import LandmarkDataset
 
 
 def make_record(m=4, n=3):
@@ -45,7 +45,7 @@ def test_validation_messages():
 
 
 def test_row_indices_keeps_the_order_of_the_request_and_skips_unknown_ids():
-    from lmkcore.records import row_indices
+    from lmkcore.data.records import row_indices
 
     all_ids = ["a", "b", "c", "d"]
     assert row_indices(all_ids, ["c", "x", "a"]).tolist() == [2, 0]

@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import is_color_like  # noqa: E402
 
-from lmkcore import style  # noqa: E402
-from lmkcore.methods import METHODS  # noqa: E402
+from lmkcore.reporting import style  # noqa: E402
+from lmkcore.training.methods import METHODS  # noqa: E402
 
 
 def test_method_colours_are_fixed_valid_and_distinct_for_registered_methods():

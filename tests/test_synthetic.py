@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lmkcore.anatomy import LANDMARK_KIND
-from lmkcore.covariance import axis_angle_difference, cov_to_params
+from lmkcore.synthetic.anatomy import LANDMARK_KIND
+from lmkcore.analysis.covariance import axis_angle_difference, cov_to_params
 from lmkcore.errors import ConfigError, DataError
-from lmkcore.imageio import read_image
-from lmkcore.landmarks import ISBI_LANDMARK_NAMES
-from lmkcore.shape_model import derive_from_isbi_setup, load_shape_model
-from lmkcore.synthetic import (SyntheticConfig, draw_annotations, generate_synthetic, load_synthetic,
+from lmkcore.data.imageio import read_image
+from lmkcore.data.landmarks import ISBI_LANDMARK_NAMES
+from lmkcore.synthetic.shape_model import derive_from_isbi_setup, load_shape_model
+from lmkcore.synthetic.generator import (SyntheticConfig, draw_annotations, generate_synthetic, load_synthetic,
                                sample_geometry, simulate_annotations, synthetic_dataset)
 
 REAL_SETUP = Path("/work/shared/data/HeatmapRegression/cep/setup")
@@ -82,7 +82,7 @@ def test_observers_consistent_with_declared_covariance(small_root):
 
 # --------------------------------------------------------- 2. clinical classes
 def test_every_clinical_class_occurs_in_default_set():
-    clinical = pytest.importorskip("lmkcore.clinical")
+    clinical = pytest.importorskip("lmkcore.analysis.clinical")
     geo = sample_geometry(SyntheticConfig())  # geometry only: 400 images, seed 0
     classes = clinical.classify_all(geo.landmarks_px * SyntheticConfig().spacing_mm)
     for measure in clinical.MEASURES:
@@ -126,7 +126,7 @@ def test_bad_parameters_raise_config_error_naming_them(kwargs, field):
 def test_zero_width_message_and_unknown_option():
     with pytest.raises(ConfigError, match=r"^width must be a positive integer, got 0$"):
         SyntheticConfig(width=0)
-    from lmkcore.datasets import load_dataset
+    from lmkcore.data.datasets import load_dataset
     with pytest.raises(ConfigError, match="widht"):
         load_dataset("synthetic", None, widht=64)
 
@@ -183,7 +183,7 @@ def test_load_reports_missing_and_corrupt_files(tmp_path):
 
 
 def test_cache_generates_once_and_registry_loads(tmp_path):
-    from lmkcore.datasets import load_dataset
+    from lmkcore.data.datasets import load_dataset
     cfg = SyntheticConfig(n_images=8, width=40, seed=4)
     path = synthetic_dataset(cfg, tmp_path)
     assert path.name == f"synthetic-{cfg.key()}"

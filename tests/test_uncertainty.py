@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lmkcore import uncertainty as unc
-from lmkcore.covariance import params_to_cov
+from lmkcore.analysis import uncertainty as unc
+from lmkcore.analysis.covariance import params_to_cov
 
 
 def test_gaussian_size_is_sqrt_det():
@@ -72,7 +72,7 @@ def test_angle_agreement_known_rotations():
 
 
 def test_declared_cov_mm_on_synthetic(tmp_path):
-    from lmkcore.datasets import load_dataset
+    from lmkcore.data.datasets import load_dataset
 
     rec = load_dataset("synthetic", None, n_images=40, width=64, cache_dir=tmp_path)
     c = unc.declared_cov_mm(rec, rec.ids[:3])

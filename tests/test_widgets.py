@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from lmkcore.covariance import params_to_cov
-from lmkcore.datasets import load_dataset
-from lmkcore.experiments import experiment_key, load_cached, result_folder, run_experiment
-from lmkcore.image_cache import resize_landmarks
-from lmkcore.methods import experiment_config
-from lmkcore.profiles import get_profile
-from lmkcore.widgets import ExplorerSource, ExplorerState, LandmarkExplorer, explorer_figure, overview_content, view_content
+from lmkcore.analysis.covariance import params_to_cov
+from lmkcore.data.datasets import load_dataset
+from lmkcore.runs.experiment import experiment_key, load_cached, result_folder, run_experiment
+from lmkcore.data.image_cache import resize_landmarks
+from lmkcore.training.methods import experiment_config
+from lmkcore.training.profiles import get_profile
+from lmkcore.reporting.widgets import ExplorerSource, ExplorerState, LandmarkExplorer, explorer_figure, overview_content, view_content
 
 #: A tiny profile: trains in a couple of seconds per method on a CPU.
 PROFILE = get_profile("smoke").with_(iterations=4, num_filters=4, name="smoke")
@@ -193,8 +193,8 @@ def test_record_without_splits_gives_a_message_not_a_crash(cached, tmp_path):
 
 def test_ere_of_a_cached_calibration_and_phdnet_results_are_shown(cached, tmp_path):
     """ERE comes from the calibration file next to a result (notebook 06); PHD-Net (notebook 07) from its own cache."""
-    from lmkcore.phdnet import PHDNetResult
-    from lmkcore.widgets import PHDNET, _phdnet_folder
+    from lmkcore.runs.phdnet import PHDNetResult
+    from lmkcore.reporting.widgets import PHDNET, _phdnet_folder
 
     datasets, cache = cached
     src = _source(cached)

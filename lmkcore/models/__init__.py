@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import enable_mc_dropout, paper_optimizer, upsample_cubic
-from .scn import LocalAppearance, SpatialConfiguration, SpatialConfigurationNet
-from .resnet_unet import ResNet34UNet
-from .unet import LocalizationUNet
+from lmkcore.models.common import enable_mc_dropout, paper_optimizer, upsample_cubic
+from lmkcore.models.scn import LocalAppearance, SpatialConfiguration, SpatialConfigurationNet
+from lmkcore.models.resnet_unet import ResNet34UNet
+from lmkcore.models.unet import LocalizationUNet
 
 __all__ = [
     "SpatialConfigurationNet",

@@ -157,7 +157,7 @@ def paper_optimizer(
     The weight term ``lambda * ||w||_2^2`` of Eq. (2) (lambda = 0.0005; Thaler et al. 2021 use
     0.001) acts on convolution weights only (not biases) and equals a PyTorch ``weight_decay`` of
     ``2 * lambda``. ``extra_params`` (e.g. the learned heatmap sigmas of
-    :class:`lmkcore.heatmaps.HeatmapTarget`, which have their own alpha-regulariser) get no
+    :class:`lmkcore.training.targets.HeatmapTarget`, which have their own alpha-regulariser) get no
     weight decay.
     """
     decay, no_decay = [], []

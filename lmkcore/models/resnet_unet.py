@@ -14,7 +14,7 @@ As implemented here (own code):
 * decoder: 5 blocks, each ``nearest x2 upsampling -> concatenate the encoder feature of that stride
   (none for the top block) -> 2 x (conv 3x3 -> BN -> ReLU)``, with 256, 128, 64, 32, 32 channels.
 * head: ``1 x 1`` convolution to one channel per landmark (raw logits; the 2D softmax lives in
-  :mod:`lmkcore.calibration`).
+  :mod:`lmkcore.analysis.calibration`).
 
 ``base_channels`` scales every width by ``base_channels / 64`` (64: the paper's network; 8 or 16 for
 the smoke/quick profiles). Inputs whose size is not a multiple of 32 are zero-padded at the far end and
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .common import crop_to, pad_to_multiple
+from lmkcore.errors import ConfigError
+from lmkcore.models.common import crop_to, pad_to_multiple
 
 __all__ = ["BasicBlock", "ResNet34Encoder", "ResNet34UNet", "load_encoder_weights"]
 

@@ -54,7 +54,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from .common import (
+from lmkcore.models.common import (
     avg_pool,
     conv_layer,
     crop_to,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .common import avg_pool, conv_layer, crop_to, he_normal_, pad_to_multiple, small_normal_, upsample_linear
+from lmkcore.models.common import avg_pool, conv_layer, crop_to, he_normal_, pad_to_multiple, small_normal_, upsample_linear
 
 __all__ = ["LocalizationUNet"]
 

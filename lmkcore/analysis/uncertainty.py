@@ -1,0 +1,270 @@
+"""Heatmap uncertainty vs localisation error (Thaler et al. 2021, Sec. 5.2, Figs. 3-5).
+
+* dataset-based uncertainty: the learned target covariance Sigma (one per landmark);
+* sample-based uncertainty: the covariance Sigma-hat of the Gaussian fitted to
+  each predicted heatmap.
+
+Their *size* is ``sigma_maj * sigma_min`` (= sqrt(det), mm^2), compared per
+landmark with the mean point error (Pearson and Spearman correlation, Fig. 3).
+The prediction-groundtruth offsets ``x_pred - x_gt`` (mm) of all images get a
+Gaussian fitted to them (Fig. 4/5 "offsets" column), and on synthetic data
+every orientation is compared with the declared annotation covariance.
+
+Arrays: ``(M, N, 2)`` ``(x, y)`` pixel coordinates of M images and N landmarks;
+covariances in mm^2 unless stated; angles in radians in the image frame (y down,
+:mod:`lmkcore.analysis.covariance`) inside, degrees in tables.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lmkcore.analysis.covariance import axis_angle_difference, cov_to_params
+from lmkcore.data.records import LandmarkDataset
+
+
+def gaussian_size(cov) -> np.ndarray:
+    """``sigma_maj * sigma_min`` of covariances ``(..., 2, 2)`` (= sqrt(det); unit of cov)."""
+    _, s1, s2 = cov_to_params(cov)
+    return s1 * s2
+
+
+@dataclass
+class Correlation:
+    """Pearson and Spearman correlation of two per-landmark quantities."""
+
+    pearson_r: float
+    pearson_p: float
+    spearman_rho: float
+    spearman_p: float
+    n: int
+
+    def __str__(self) -> str:
+        return (f"Pearson r = {self.pearson_r:.3f} (p = {self.pearson_p:.2g}), "
+                f"Spearman rho = {self.spearman_rho:.3f} (p = {self.spearman_p:.2g}), n = {self.n}")
+
+
+def correlation(x, y) -> Correlation:
+    """Pearson and Spearman correlation (scipy.stats) of ``x`` and ``y`` over finite pairs."""
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Correlation(np.nan, np.nan, np.nan, np.nan, int(len(x)))
+    pr = stats.pearsonr(x, y)
+    sr = stats.spearmanr(x, y)
+    return Correlation(float(pr[0]), float(pr[1]), float(sr[0]), float(sr[1]), int(len(x)))
+
+
+def size_error_table(learned_cov_mm, fit_cov_mm, errors_mm, landmark_names) -> pd.DataFrame:
+    """Per-landmark sizes and mean PE (Fig. 3).
+
+    Parameters
+    ----------
+    learned_cov_mm : ndarray
+        ``(N, 2, 2)`` Sigma (mm^2).
+    fit_cov_mm : ndarray
+        ``(M, N, 2, 2)`` Sigma-hat (mm^2, NaN where the fit failed).
+    errors_mm : ndarray
+        ``(M, N)`` point errors (mm).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``Σ size (mm²)``, ``Σ̂ size (mm²)`` (mean over images of the
+        per-image size), ``Σ̂ fits``, ``PE mean (mm)``; one row per landmark.
+    """
+    fit_size = gaussian_size(fit_cov_mm)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # landmarks without any usable fit -> NaN
+        return pd.DataFrame({
+            "Σ size (mm²)": gaussian_size(learned_cov_mm),
+            "Σ̂ size (mm²)": np.nanmean(np.where(np.isfinite(fit_size), fit_size, np.nan), axis=0),
+            "Σ̂ fits": np.isfinite(fit_size).sum(0),
+            "PE mean (mm)": np.nanmean(errors_mm, axis=0),
+        }, index=pd.Index(list(landmark_names), name="landmark"))
+
+
+def prediction_offsets_mm(pred_px, target_px, spacing) -> np.ndarray:
+    """``(M, N, 2)`` offsets ``pred - target`` in mm (``spacing`` ``(M, 2)`` mm/px)."""
+    return (np.asarray(pred_px) - np.asarray(target_px)) * np.asarray(spacing)[:, None, :]
+
+
+def fit_offsets_gaussian(offsets_mm, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian (mean ``(N, 2)`` mm, covariance ``(N, 2, 2)`` mm^2) fitted to ``(M, N, 2)`` offsets.
+
+    NaN offsets are skipped; ``ddof`` 1 = unbiased sample covariance, 0 = ML.
+    Landmarks with fewer than ``ddof + 2`` offsets get NaN.
+    """
+    off = np.asarray(offsets_mm, dtype=np.float64)
+    valid = ~np.isnan(off).any(-1)
+    n = valid.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(np.where(valid[..., None], off, 0.0), 0) / n[:, None]
+        d = np.where(valid[..., None], off - mean, 0.0)
+        cov = np.einsum("mni,mnj->nij", d, d) / (n - ddof)[:, None, None]
+    bad = n < ddof + 2
+    mean[bad] = np.nan
+    cov[bad] = np.nan
+    return mean, cov
+
+
+def declared_cov_mm(record: LandmarkDataset, ids=None) -> np.ndarray:
+    """Declared annotation covariance of synthetic data, px^2 -> mm^2: ``(M, N, 2, 2)``.
+
+    Raises ``KeyError`` when the record has no known truth.
+    """
+    idx = record.index_of(list(ids)) if ids is not None else np.arange(len(record.ids))
+    sp = record.spacing[idx][:, None, :]
+    return record.truth["annotation_cov"][idx] * sp[..., :, None] * sp[..., None, :]
+
+
+def mean_fit_cov(fit_cov_mm) -> np.ndarray:
+    """Mean over images of Sigma-hat ``(M, N, 2, 2)`` -> ``(N, 2, 2)`` mm^2 (NaN fits skipped)."""
+    c = np.asarray(fit_cov_mm, dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # landmarks without any usable fit -> NaN
+        return np.nanmean(np.where(np.isfinite(c).all((-1, -2))[..., None, None], c, np.nan), axis=0)
+
+
+def angle_agreement(declared_mm, estimates: dict[str, np.ndarray], landmark_names,
+                    min_ratio: float = 2.0) -> pd.DataFrame:
+    """Angle errors (deg) of covariance estimates against the declared covariance.
+
+    Parameters
+    ----------
+    declared_mm : ndarray
+        ``(N, 2, 2)`` or ``(M, N, 2, 2)`` (averaged over images) declared covariance, mm^2.
+    estimates : dict
+        label -> ``(N, 2, 2)`` covariance estimate (mm^2), e.g. Sigma-target, mean Sigma-hat,
+        the offsets' Gaussian.
+    min_ratio : float
+        Landmarks with a declared ``sigma_maj / sigma_min >= min_ratio`` are marked anisotropic.
+
+    Returns
+    -------
+    DataFrame
+        One row per landmark: declared theta (deg, image frame, y down), declared
+        ratio, ``anisotropic``, and per estimate its theta, ratio and ``<label> angle error (deg)``
+        (axis difference modulo 180, in [0, 90]).
+    """
+    d = np.asarray(declared_mm, dtype=np.float64)
+    if d.ndim == 4:
+        d = d.mean(0)
+    dth, d1, d2 = cov_to_params(d)
+    df = pd.DataFrame({"declared θ (deg)": np.degrees(dth), "declared ratio": d1 / d2},
+                      index=pd.Index(list(landmark_names), name="landmark"))
+    df["anisotropic"] = df["declared ratio"] >= min_ratio
+    for label, c in estimates.items():
+        th, s1, s2 = cov_to_params(c)
+        df[f"{label} θ (deg)"] = np.degrees(th)
+        df[f"{label} ratio"] = s1 / s2
+        df[f"{label} angle error (deg)"] = np.degrees(axis_angle_difference(th, dth))
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# Plot helpers shared by notebooks 02 and 03 (Fig. 4/5/6 columns)
+# --------------------------------------------------------------------------------------
+
+def plot_ellipses(ax, covs, color: str, n_std: float = 1.0, alpha: float = 0.3, lw: float = 0.6, max_n: int = 200):
+    """Draw ``(..., 2, 2)`` covariances (mm^2) as ``n_std``-sigma ellipses centred at the origin."""
+    from lmkcore.reporting.plotting import draw_covariance_ellipse
+
+    c = np.asarray(covs, dtype=np.float64).reshape(-1, 2, 2)
+    c = c[np.isfinite(c).all((1, 2))][:max_n]
+    for m in c:
+        draw_covariance_ellipse(ax, (0.0, 0.0), m, n_std=(n_std,), color=color, alpha=alpha, lw=lw)
+
+
+def plot_axis(ax, cov, length: float, color: str = "0.5", center=(0.0, 0.0), **kw):
+    """Draw the major axis of ``cov`` (2x2) through ``center``, ``length`` long on each side."""
+    th, _, _ = cov_to_params(np.asarray(cov))
+    if not np.isfinite(th):
+        return
+    dx, dy = length * np.cos(th), length * np.sin(th)
+    kw.setdefault("lw", 1.0)
+    kw.setdefault("ls", "--")
+    cx, cy = center
+    ax.plot([cx - dx, cx + dx], [cy - dy, cy + dy], color=color, **kw)
+
+
+def offsets_panel(ax, offsets, covs=None, color: str = "#d62728", ellipse_color: str = "#1f77b4",
+                  mean_cov=None, limit: float | None = None, title: str = "", center=(0.0, 0.0)):
+    """One Fig. 4/5/6 panel in mm, y down: offset points, optional ellipses, mean ellipse and its axis.
+
+    Parameters
+    ----------
+    offsets : ndarray
+        ``(P, 2)`` offsets (mm) drawn as dots, or None.
+    covs : ndarray, optional
+        ``(..., 2, 2)`` per-image covariances (mm^2) drawn as thin 1-sigma ellipses.
+    mean_cov : ndarray, optional
+        ``(2, 2)`` drawn as a thick black 1-sigma ellipse with its major axis (grey, dashed),
+        both centred at ``center`` (mm; e.g. the offsets' mean).
+    limit : float, optional
+        Half width of the square view (mm); default from the data.
+    """
+    from lmkcore.reporting.plotting import draw_covariance_ellipse
+
+    if offsets is not None:
+        o = np.asarray(offsets).reshape(-1, 2)
+        ax.scatter(o[:, 0], o[:, 1], s=3, c=color, alpha=0.6, lw=0)
+    if covs is not None:
+        plot_ellipses(ax, covs, ellipse_color)
+    if mean_cov is not None and np.isfinite(mean_cov).all():
+        draw_covariance_ellipse(ax, tuple(center), mean_cov, n_std=(1.0,), color="k", lw=1.2)
+    if limit is None:
+        vals = [np.nanpercentile(np.abs(offsets), 95) if offsets is not None and np.isfinite(offsets).any() else 0.0]
+        if mean_cov is not None and np.isfinite(mean_cov).all():
+            vals.append(2.0 * np.sqrt(np.max(np.linalg.eigvalsh(mean_cov))))
+        limit = max(max(vals) + float(np.max(np.abs(center))), 0.1) * 1.3
+    if mean_cov is not None:
+        plot_axis(ax, mean_cov, 2.0 * limit, center=center)
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(limit, -limit)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+    ax.tick_params(labelsize=6)
+    if title:
+        ax.set_title(title, fontsize=7)
+    return limit
+
+
+# --------------------------------------------------------------------------------------
+# MC dropout (Thaler et al. 2021, Sec. 4.3 / Table 4: MCD-x-max and MCD-h)
+# --------------------------------------------------------------------------------------
+
+def mcd_point_distribution(mc_points_px, spacing, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """MCD-x-max: mean and covariance of the ``K`` MC-dropout argmax points.
+
+    Parameters
+    ----------
+    mc_points_px : ndarray
+        ``(M, K, N, 2)`` argmax of every dropout pass (original px).
+    spacing : ndarray
+        ``(M, 2)`` mm per px.
+    ddof : int
+        1: unbiased sample covariance.
+
+    Returns
+    -------
+    mean_px : ndarray
+        ``(M, N, 2)`` mean point (px), the MCD-x-max prediction.
+    cov_mm : ndarray
+        ``(M, N, 2, 2)`` covariance (mm^2).
+    """
+    pts = np.asarray(mc_points_px, dtype=np.float64) * np.asarray(spacing)[:, None, None, :]
+    valid = ~np.isnan(pts).any(-1)
+    n = valid.sum(1)  # (M, N)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(np.where(valid[..., None], pts, 0.0), 1) / n[..., None]
+        d = np.where(valid[..., None], pts - mean[:, None], 0.0)
+        cov = np.einsum("mkni,mknj->mnij", d, d) / np.maximum(n - ddof, 1)[..., None, None]
+    cov = np.where((n > ddof)[..., None, None], cov, np.nan)
+    return mean / np.asarray(spacing)[:, None, :], cov

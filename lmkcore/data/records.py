@@ -1,0 +1,171 @@
+"""The in-memory record every dataset loader produces.
+
+One record describes a whole dataset without pixel data: image paths, ids,
+every observer's annotations, spacing, splits and (for synthetic data) the
+known ground truth. Every notebook and the torch pipeline consume this record,
+so the synthetic data and the real datasets share one code path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lmkcore.errors import DataError
+
+
+#: Annotation keys that are derived from other annotations rather than made by an observer.
+DERIVED_TARGETS: tuple[str, ...] = ("mean", "challenge")
+
+
+def row_indices(all_ids: Sequence[str], ids: Sequence[str] | None) -> np.ndarray:
+    """Positions in ``all_ids`` of those ``ids`` that occur there, in the order of ``ids``
+    (``None``: every position). Unknown ids are skipped, not an error (cf.
+    :meth:`LandmarkDataset.index_of`)."""
+    if ids is None:
+        return np.arange(len(all_ids))
+    pos = {i: k for k, i in enumerate(all_ids)}
+    return np.array([pos[i] for i in ids if i in pos], dtype=np.int64)
+
+
+@dataclass
+class LandmarkDataset:
+    """A landmark dataset: annotations, geometry and splits (no pixels).
+
+    Attributes
+    ----------
+    name : str
+        Dataset name, e.g. ``"synthetic"``, ``"isbi2015"``, ``"hand"``.
+    ids : list of str
+        ``M`` image ids, in a fixed order used by every array below.
+    image_paths : list of Path
+        ``M`` image files, any format SimpleITK (or the loader) reads.
+    landmark_names : tuple of str
+        ``N`` landmark names, in file order.
+    annotations : dict of str to ndarray
+        Observer name to ``(M, N, D)`` landmark coordinates in **pixels** of the
+        original image, ``(x, y)`` (``(x, y, z)`` in 3D) order, origin at the
+        centre of the first pixel. NaN marks a missing landmark (or an image that
+        observer did not annotate). Always holds the key :attr:`target`.
+    target : str
+        Key of :attr:`annotations` used as ground truth (``"senior"``,
+        ``"junior"``, ``"mean"``, ``"challenge"``...).
+    spacing : ndarray
+        ``(M, D)`` pixel spacing in mm per pixel along ``(x, y[, z])``.
+    image_size : ndarray
+        ``(M, D)`` image size in pixels along ``(x, y[, z])``, i.e. width first.
+    splits : dict of str to list of str
+        Named id lists: ``"train"``, ``"test1"``, ``"test2"``, and for k-fold
+        cross-validation ``"cv1/train"``, ``"cv1/val"``, ...
+    truth : dict of str to ndarray
+        Known ground truth, present for synthetic data only:
+        ``"landmarks"`` ``(M, N, D)`` true positions in pixels and
+        ``"annotation_cov"`` ``(M, N, D, D)`` declared annotation covariance in
+        pixels squared (image frame), plus generator-specific entries.
+    extras : dict
+        Loader-specific additions (e.g. clinical class labels), documented by
+        the loader that sets them.
+    """
+
+    name: str
+    ids: list[str]
+    image_paths: list[Path]
+    landmark_names: tuple[str, ...]
+    annotations: dict[str, np.ndarray]
+    target: str
+    spacing: np.ndarray
+    image_size: np.ndarray
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m, n = len(self.ids), len(self.landmark_names)
+        if len(self.image_paths) != m:
+            raise DataError(f"{self.name}: {len(self.image_paths)} image paths for {m} ids")
+        if len(set(self.ids)) != m:
+            raise DataError(f"{self.name}: duplicate image ids")
+        if self.target not in self.annotations:
+            raise DataError(
+                f"{self.name}: target {self.target!r} not among annotations "
+                f"{sorted(self.annotations)}"
+            )
+        d = self.annotations[self.target].shape[-1]
+        for key, arr in self.annotations.items():
+            if arr.shape != (m, n, d):
+                raise DataError(f"{self.name}: annotations[{key!r}] has shape {arr.shape}, expected {(m, n, d)}")
+        for key in ("spacing", "image_size"):
+            if np.shape(getattr(self, key)) != (m, d):
+                raise DataError(f"{self.name}: {key} has shape {np.shape(getattr(self, key))}, expected {(m, d)}")
+        known = set(self.ids)
+        for split, split_ids in self.splits.items():
+            missing = [i for i in split_ids if i not in known]
+            if missing:
+                raise DataError(f"{self.name}: split {split!r} names ids without an image: {missing[:5]}")
+
+    @property
+    def ndim(self) -> int:
+        """Spatial dimension ``D`` (2 or 3)."""
+        return self.annotations[self.target].shape[-1]
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """``(M, N, D)`` ground-truth landmarks in pixels (the target observer)."""
+        return self.annotations[self.target]
+
+    @property
+    def observers(self) -> list[str]:
+        """Names of all annotation sets, target first."""
+        return [self.target] + sorted(k for k in self.annotations if k != self.target)
+
+    @property
+    def annotators(self) -> list[str]:
+        """Annotation sets made by a person (or a simulated one): :attr:`observers` without the
+        derived ground-truth variants ``"mean"`` and ``"challenge"``. Inter-observer statistics
+        pool these."""
+        return [k for k in self.observers if k not in DERIVED_TARGETS]
+
+    def index_of(self, ids: list[str]) -> np.ndarray:
+        """Row indices of ``ids`` in this record."""
+        pos = {i: k for k, i in enumerate(self.ids)}
+        try:
+            return np.array([pos[i] for i in ids], dtype=np.int64)
+        except KeyError as err:
+            raise DataError(f"{self.name}: unknown image id {err.args[0]!r}") from None
+
+    def subset(self, ids: list[str]) -> "LandmarkDataset":
+        """A record holding only ``ids`` (in that order); splits are dropped."""
+        idx = self.index_of(list(ids))
+        return replace(
+            self,
+            ids=[self.ids[k] for k in idx],
+            image_paths=[self.image_paths[k] for k in idx],
+            annotations={k: v[idx] for k, v in self.annotations.items()},
+            spacing=self.spacing[idx],
+            image_size=self.image_size[idx],
+            splits={},
+            truth={k: (v[idx] if np.ndim(v) and len(v) == len(self.ids) else v) for k, v in self.truth.items()},
+        )
+
+    def split(self, name: str) -> "LandmarkDataset":
+        """The subset named by split ``name`` (e.g. ``"train"``, ``"cv2/val"``)."""
+        if name not in self.splits:
+            raise DataError(f"{self.name}: unknown split {name!r}; known: {', '.join(sorted(self.splits))}")
+        return self.subset(self.splits[name])
+
+    def with_target(self, target: str) -> "LandmarkDataset":
+        """The same record with another observer as ground truth.
+
+        ``"mean"`` is computed on the fly as the mean of ``senior`` and
+        ``junior`` when not stored.
+        """
+        annotations = dict(self.annotations)
+        if target == "mean" and "mean" not in annotations:
+            if not {"senior", "junior"} <= set(annotations):
+                raise DataError(f"{self.name}: target 'mean' needs senior and junior annotations")
+            annotations["mean"] = 0.5 * (annotations["senior"] + annotations["junior"])
+        if target not in annotations:
+            raise DataError(f"{self.name}: unknown target {target!r}; known: {', '.join(sorted(annotations))}")
+        return replace(self, annotations=annotations, target=target)

@@ -1,0 +1,144 @@
+"""``figures/INDEX.md``: every figure and table file with its provenance.
+
+:func:`lmkcore.reporting.style.save_figure` / ``save_table`` write one JSON record per
+saved item into ``<figures_dir>/.meta/`` (files, paper figure/table, notebook,
+profile, dataset, creation time); ``run_all.sh`` turns them into ``INDEX.md``
+with :func:`write_index`. Files in the folder without a record (saved some
+other way) are listed too, in a separate section, so the index names every
+figure/table file; :func:`index_problems` says what is incomplete.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from lmkcore.data.formats import atomic_write_text
+
+#: File types that count as figures or tables.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+#: Provenance fields every record must have.
+REQUIRED_FIELDS = ("name", "files", "kind", "paper_ref", "notebook", "profile", "dataset", "created")
+INDEX_NAME = "INDEX.md"
+
+
+def read_index_records(figures_dir: str | Path) -> list[dict]:
+    """The provenance records written by :func:`lmkcore.reporting.style.save_figure` / ``save_table``, by name."""
+    meta_dir = Path(figures_dir) / ".meta"
+    records = []
+    for path in sorted(meta_dir.glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue  # a record being rewritten concurrently; it is rebuilt on the next run
+    return records
+
+
+def output_files(figures_dir: str | Path) -> list[str]:
+    """Names of the figure/table files in ``figures_dir`` (not hidden, not ``INDEX.md``), sorted."""
+    figures_dir = Path(figures_dir)
+    if not figures_dir.is_dir():
+        return []
+    return sorted(p.name for p in figures_dir.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name != INDEX_NAME
+                  and p.suffix.lower() in FIGURE_SUFFIXES + TABLE_SUFFIXES)
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def index_problems(figures_dir: str | Path) -> list[str]:
+    """What keeps ``INDEX.md`` from describing every file completely (empty list: complete).
+
+    Checks that every figure/table file has a provenance record, every record's
+    files exist, every record has the :data:`REQUIRED_FIELDS` (non-empty) and a
+    parseable ISO creation time, and that ``INDEX.md`` links every file.
+    """
+    figures_dir = Path(figures_dir)
+    problems = []
+    records = read_index_records(figures_dir)
+    recorded = {}
+    for rec in records:
+        name = rec.get("name", "?")
+        for key in REQUIRED_FIELDS:
+            if rec.get(key) in (None, "", []):
+                problems.append(f"{name}: provenance field {key!r} missing or empty")
+        try:
+            _dt.datetime.fromisoformat(str(rec.get("created")))
+        except ValueError:
+            problems.append(f"{name}: created {rec.get('created')!r} is not an ISO time")
+        for f in rec.get("files", []):
+            recorded[f] = name
+            if not (figures_dir / f).is_file():
+                problems.append(f"{name}: file {f} of its record does not exist")
+    for f in output_files(figures_dir):
+        if f not in recorded:
+            problems.append(f"{f}: no provenance record (save it with ctx.save_figure / ctx.save_table)")
+    index = figures_dir / INDEX_NAME
+    text = index.read_text() if index.is_file() else ""
+    if not text:
+        problems.append(f"{INDEX_NAME} missing")
+    else:
+        for f in output_files(figures_dir):
+            if f"]({f})" not in text:
+                problems.append(f"{f}: not listed in {INDEX_NAME}")
+    return problems
+
+
+def write_index(figures_dir: str | Path) -> Path:
+    """Write ``<figures_dir>/INDEX.md`` listing every saved figure/table whose files exist.
+
+    One row per figure (PNG + PDF) or table (CSV + Markdown), ordered by
+    notebook and name, with its paper figure/table, notebook, profile/dataset
+    and creation time (UTC); then any figure/table files without a provenance
+    record. A note says when the rows come from more than one profile or
+    dataset (files left from earlier runs).
+    """
+    figures_dir = Path(figures_dir)
+    rows, runs, recorded = [], set(), set()
+    n_fig = n_tab = 0
+    records = sorted(read_index_records(figures_dir), key=lambda r: (str(r.get("notebook", "")), str(r.get("name", ""))))
+    for rec in records:
+        files = [f for f in rec.get("files", []) if (figures_dir / f).is_file()]
+        if not files:
+            continue
+        recorded.update(files)
+        kind = rec.get("kind", "?")
+        n_fig += kind == "figure"
+        n_tab += kind == "table"
+        runs.add((rec.get("profile", "?"), rec.get("dataset", "?")))
+        rows.append(
+            "| {name} | {kind} | {files} | {ref} | {nb} | {prof} / {ds} | {when} |".format(
+                name=_cell(rec.get("name", "?")),
+                kind=_cell(kind),
+                files=", ".join(f"[{f}]({f})" for f in files),
+                ref=_cell(rec.get("paper_ref", "-")),
+                nb=_cell(rec.get("notebook", "?")),
+                prof=_cell(rec.get("profile", "?")),
+                ds=_cell(rec.get("dataset", "?")),
+                when=_cell(rec.get("created", "?")),
+            )
+        )
+    text = (
+        "# Figures and tables\n\n"
+        "Regenerated by `./run_all.sh`; one row per figure (PNG + PDF) or table (CSV + Markdown): "
+        f"{n_fig} figures, {n_tab} tables.\n\n"
+    )
+    if len(runs) > 1:
+        text += ("**Note:** these rows come from more than one run ("
+                 + ", ".join(f"{p} / {d}" for p, d in sorted(runs))
+                 + "); files of an earlier run stay until overwritten.\n\n")
+    text += (
+        "| name | kind | files | paper figure/table | notebook | profile / dataset | created (UTC) |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    untracked = [f for f in output_files(figures_dir) if f not in recorded]
+    if untracked:
+        text += ("\n## Files without a provenance record\n\n"
+                 "Saved without `ctx.save_figure` / `ctx.save_table`, so their paper reference and origin are unknown.\n\n"
+                 + "\n".join(f"- [{f}]({f})" for f in untracked) + "\n")
+    path = figures_dir / INDEX_NAME
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,148 @@
+"""What every notebook does first: validate its parameters, seed, pick a device.
+
+Notebooks stay thin: their ``parameters`` cell is passed to
+:func:`setup_notebook`, which returns a :class:`NotebookContext` holding the
+profile, device, paths and helpers to load the dataset and save figures.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkcore.errors import ConfigError
+from lmkcore.training.profiles import Profile, get_profile
+from lmkcore.reporting import style
+
+
+def default_cache_dir() -> Path:
+    """``$LMKCORE_CACHE`` or ``~/.cache/lmkcore``."""
+    return Path(os.environ.get("LMKCORE_CACHE", Path.home() / ".cache" / "lmkcore")).expanduser()
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; validates explicit choices."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"invalid device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        return device
+    raise ConfigError(f"invalid device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; make CPU torch deterministic."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class NotebookContext:
+    """Validated notebook parameters plus helpers; see :func:`setup_notebook`."""
+
+    notebook: str
+    profile: Profile
+    dataset: str
+    data_root: Path | None
+    device: str
+    seed: int
+    figures_dir: Path
+    cache_dir: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {"notebook": self.notebook, "profile": self.profile.name, "dataset": self.dataset}
+
+    def load_dataset(self, **options: Any):
+        """Load the notebook's dataset (synthetic: generated at the profile's size, cached)."""
+        from lmkcore.data.datasets import load_dataset
+
+        opts = dict(self.options, **options)
+        if self.dataset == "synthetic" and self.data_root is None:
+            opts.setdefault("n_images", self.profile.synthetic_images)
+            opts.setdefault("width", self.profile.synthetic_width)
+            opts.setdefault("cache_dir", self.cache_dir)
+        return load_dataset(self.dataset, self.data_root, **opts)
+
+    def experiment(self, record, method: str, progress: bool = True, **overrides: Any):
+        """Train (or load from the cache) ``method`` on ``record`` with this profile; see
+        :func:`lmkcore.training.methods.experiment_config` for ``overrides``."""
+        from lmkcore.runs.experiment import run_experiment
+        from lmkcore.training.methods import experiment_config, method_label
+
+        config = experiment_config(self.profile, record, method, seed=self.seed, **overrides)
+        return run_experiment(record, config, self.cache_dir, device=self.device, progress=progress,
+                              label=method_label(method))
+
+    def save_figure(self, fig, name: str, paper_ref: str = "-", close: bool = False):
+        """Save ``fig`` as PNG + PDF in the figures folder, with provenance."""
+        paths = style.save_figure(fig, self.figures_dir, name, paper_ref, **self.provenance)
+        if close:
+            style.close(fig)
+        return paths
+
+    def save_table(self, df, name: str, paper_ref: str = "-", float_format: str = "{:.3g}"):
+        """Save a DataFrame as CSV + Markdown in the figures folder, with provenance."""
+        return style.save_table(df, self.figures_dir, name, paper_ref, float_format, **self.provenance)
+
+
+def setup_notebook(
+    notebook: str,
+    profile: str = "quick",
+    dataset: str = "synthetic",
+    data_root: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    figures_dir: str = "../figures",
+    cache_dir: str | None = None,
+    **options: Any,
+) -> NotebookContext:
+    """Validate a notebook's parameters and prepare the run.
+
+    Raises
+    ------
+    ConfigError
+        One clear message per bad parameter (unknown profile/dataset/device,
+        missing data root, non-integer seed).
+    """
+    from lmkcore.data.datasets import dataset_names
+
+    prof = get_profile(profile)
+    if dataset not in dataset_names():
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join(dataset_names())}")
+    root = None
+    if data_root not in (None, ""):
+        root = Path(data_root).expanduser()
+        if not root.exists():
+            raise ConfigError(f"data_root {str(root)!r} does not exist")
+    elif dataset != "synthetic":
+        raise ConfigError(f"dataset {dataset!r} needs data_root (the folder holding your copy of it)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    dev = resolve_device(device)
+    seed_everything(int(seed))
+    style.apply_style()
+    figs = Path(figures_dir).expanduser()
+    figs.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    ctx = NotebookContext(notebook, prof, dataset, root, dev, int(seed), figs, cache, dict(options))
+    print(f"{notebook}: profile={prof.name} dataset={dataset} device={dev} seed={seed} figures -> {figs}")
+    return ctx

@@ -1,0 +1,1 @@
+"""Runs: configured experiments from config to cached result (training, prediction, storage)."""

@@ -1,0 +1,226 @@
+"""Temperature scaling and ERE of a trained classification-heatmap experiment (McCouat & Voiculescu 2022).
+
+The experiment cache (:mod:`lmkcore.runs.experiment`) keeps only 31x31 crops of every heatmap; temperature
+scaling and the Expected Radial Error need the full 2D-softmax maps. :func:`evaluate_calibration`
+reloads the cached checkpoint of an experiment, computes the logits of a held-out **calibration
+split** (:func:`with_calibration_split`: the last ``fraction`` of the training ids, which the model
+must not have been trained on -- train it on ``"<split>/fit"``), fits one temperature per landmark
+there (:func:`lmkcore.analysis.calibration.fit_temperature`) and evaluates the eval split before and after
+scaling. The small per-landmark result is cached next to the experiment (atomic ``.npz``).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmkcore.analysis.calibration import expected_radial_error, fit_temperature
+from lmkcore.training.losses import nll_per_landmark, pixel_index, softmax_2d
+from lmkcore.data.loader import LandmarkImageDataset, working_size
+from lmkcore.errors import ConfigError
+from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, model_key, result_folder
+from lmkcore.data.formats import atomic_write_bytes
+from lmkcore.data.image_cache import resize_landmarks
+from lmkcore.data.records import LandmarkDataset
+from lmkcore.training.trainer import TrainConfig, build_network, load_checkpoint, normalise_images
+
+__all__ = ["with_calibration_split", "CalibrationEvaluation", "evaluate_calibration", "load_network",
+           "probability_maps"]
+
+CALIB_VERSION = 1
+
+
+def with_calibration_split(record: LandmarkDataset, source: str = "train", fraction: float = 0.2) -> LandmarkDataset:
+    """``record`` with two more splits: ``"<source>/fit"`` (the first ``1 - fraction`` of ``source``'s
+    ids, to train on) and ``"<source>/calib"`` (the last ``fraction``, held out for temperature
+    scaling). Ids keep the record's order, so the split is deterministic."""
+    if source not in record.splits:
+        raise ConfigError(f"{record.name}: no split {source!r} to take a calibration split from")
+    if not 0 < fraction < 1:
+        raise ConfigError(f"calibration fraction must be in (0, 1), got {fraction!r}")
+    ids = list(record.splits[source])
+    k = max(1, int(round(fraction * len(ids))))
+    if k >= len(ids):
+        raise ConfigError(f"{record.name}: split {source!r} has {len(ids)} ids, too few for a calibration split")
+    return replace(record, splits={**record.splits, f"{source}/fit": ids[:-k], f"{source}/calib": ids[-k:]})
+
+
+@dataclass
+class CalibrationEvaluation:
+    """Uncalibrated (T = 1) and temperature-scaled evaluation of a softmax-heatmap model.
+
+    ``M`` eval images, ``N`` landmarks. Distances in mm, confidences are probabilities.
+
+    Attributes
+    ----------
+    ids : list of str
+        Eval ids (the result's order).
+    temperature : ndarray ``(N,)``
+        Fitted per-landmark temperatures.
+    calib_nll, calib_nll_ts : ndarray ``(N,)``
+        Mean NLL per landmark on the calibration split before / after scaling.
+    eval_nll, eval_nll_ts : ndarray ``(N,)``
+        The same on the eval split.
+    ere_mm, ere_ts_mm : ndarray ``(M, N)``
+        Expected Radial Error before / after scaling.
+    confidence, confidence_ts : ndarray ``(M, N)``
+        Probability at the hottest pixel.
+    correct : ndarray ``(M, N)`` bool
+        Hottest pixel == nearest pixel of the target annotation (working grid).
+    argmax_px : ndarray ``(M, N, 2)``
+        Hottest pixel in original-image px (identical before and after scaling).
+    argmax_unchanged : bool
+        Checked: every hottest pixel is the same before and after scaling.
+    """
+
+    ids: list
+    temperature: np.ndarray
+    calib_nll: np.ndarray
+    calib_nll_ts: np.ndarray
+    eval_nll: np.ndarray
+    eval_nll_ts: np.ndarray
+    ere_mm: np.ndarray
+    ere_ts_mm: np.ndarray
+    confidence: np.ndarray
+    confidence_ts: np.ndarray
+    correct: np.ndarray
+    argmax_px: np.ndarray
+    argmax_unchanged: bool
+
+    def save(self, path: Path) -> None:
+        buf = io.BytesIO()
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "ids"}
+        np.savez_compressed(buf, ids=np.asarray(self.ids, dtype=str), **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "CalibrationEvaluation":
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+        d["ids"] = [str(i) for i in d["ids"]]
+        d["argmax_unchanged"] = bool(d["argmax_unchanged"])
+        return cls(**d)
+
+
+def load_network(record: LandmarkDataset, result: ExperimentResult, cache_dir: str | Path, device: str = "cpu"
+                 ) -> torch.nn.Module:
+    """The trained network of a cached experiment on ``record`` (eval mode, on ``device``)."""
+    config = TrainConfig.from_dict(result.config["train"])
+    path = Path(cache_dir) / "models" / model_key(ExperimentConfig(**result.config), record) / "checkpoint.pt"
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint {path} for experiment {result.key}; re-run the experiment")
+    state = load_checkpoint(path)
+    model = build_network(config, len(result.landmark_names))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _dataset(record: LandmarkDataset, result: ExperimentResult, split_ids: list, cache_dir) -> LandmarkImageDataset:
+    rec = record.with_target(result.config["target"])
+    size = working_size(rec, result.config["input_width"])
+    return LandmarkImageDataset(rec, list(split_ids), size=size, cache_dir=Path(cache_dir) / "images")
+
+
+@torch.no_grad()
+def _logits(model, ds: LandmarkImageDataset, device: str, batch_size: int = 8):
+    for start in range(0, len(ds), batch_size):
+        items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        images = normalise_images(torch.stack([b["image"] for b in items]).to(device))
+        lm = torch.stack([b["landmarks"] for b in items])
+        yield model(images).float().cpu(), lm
+
+
+def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cache_dir: str | Path,
+                         calib_split: str = "train/calib", device: str = "cpu", batch_size: int = 8,
+                         threshold: float = 0.05) -> CalibrationEvaluation:
+    """Fit per-landmark temperatures on ``calib_split`` and evaluate ``result``'s eval ids (cached).
+
+    Parameters
+    ----------
+    record : LandmarkDataset
+        Must hold ``calib_split`` (see :func:`with_calibration_split`) and the eval ids.
+    result : ExperimentResult
+        A cached experiment of a softmax model (``loss`` ``"onehot_nll"`` or ``"gaussian_nll"``).
+    threshold : float
+        ERE pre-processing threshold (paper: 5 % of the maximum).
+    """
+    if result.config["train"].get("loss", "heatmap") == "heatmap":
+        raise ConfigError(f"experiment {result.key} regresses heatmaps; temperature scaling needs a softmax model "
+                          "(TrainConfig.loss 'onehot_nll' or 'gaussian_nll')")
+    if calib_split not in record.splits:
+        raise ConfigError(f"{record.name}: no calibration split {calib_split!r}; use with_calibration_split()")
+    calib_ids = list(record.splits[calib_split])
+    if set(calib_ids) & set(record.splits.get(result.config["train_split"], [])):
+        raise ConfigError(f"calibration split {calib_split!r} overlaps the training split {result.config['train_split']!r}")
+    tag = hashlib.sha256(json.dumps({"calib": calib_ids, "thr": threshold, "v": CALIB_VERSION}).encode()).hexdigest()[:10]
+    path = result_folder(cache_dir, result.key) / f"calibration_{tag}.npz"
+    if path.is_file():
+        return CalibrationEvaluation.load(path)
+    model = load_network(record, result, cache_dir, device)
+
+    calib_ds = _dataset(record, result, calib_ids, cache_dir)
+    logits, lms = zip(*_logits(model, calib_ds, device, batch_size))
+    logits, lms = torch.cat(logits), torch.cat(lms)
+    temperature = fit_temperature(logits, lms)
+    _, valid = pixel_index(lms, calib_ds.size)
+    count = valid.sum(0).clamp_min(1).double()
+    calib_nll = (nll_per_landmark(logits.double(), lms)[0].sum(0) / count).numpy()
+    calib_nll_ts = (nll_per_landmark(logits.double(), lms, temperature)[0].sum(0) / count).numpy()
+    del logits
+
+    eval_ds = _dataset(record, result, result.ids, cache_dir)
+    out: dict[str, list] = {k: [] for k in ("ere", "ere_ts", "conf", "conf_ts", "correct", "argmax", "nll", "nll_ts", "valid")}
+    unchanged = True
+    start = 0
+    for logit, lm in _logits(model, eval_ds, device, batch_size):
+        sp = eval_ds.spacing[start: start + len(logit)]
+        start += len(logit)
+        p, p_ts = softmax_2d(logit.double()), softmax_2d(logit.double(), temperature)
+        ere, am = expected_radial_error(p, sp, threshold)
+        ere_ts, am_ts = expected_radial_error(p_ts, sp, threshold)
+        unchanged &= bool(torch.equal(am, am_ts))
+        idx, val = pixel_index(lm, eval_ds.size)
+        w = eval_ds.size[0]
+        flat_am = am[..., 1] * w + am[..., 0]
+        nll, _ = nll_per_landmark(logit.double(), lm)
+        nll_ts, _ = nll_per_landmark(logit.double(), lm, temperature)
+        for k, v in (("ere", ere), ("ere_ts", ere_ts), ("conf", p.flatten(2).amax(-1)), ("conf_ts", p_ts.flatten(2).amax(-1)),
+                     ("correct", (flat_am == idx) & val), ("argmax", am), ("nll", nll), ("nll_ts", nll_ts), ("valid", val)):
+            out[k].append(v.numpy())
+    cat = {k: np.concatenate(v) for k, v in out.items()}
+    vcount = np.maximum(cat["valid"].sum(0), 1)
+    am_orig = np.stack([resize_landmarks(a.astype(np.float64), eval_ds.size, s)
+                        for a, s in zip(cat["argmax"], eval_ds.record.image_size)])
+    ev = CalibrationEvaluation(
+        ids=list(result.ids), temperature=temperature.numpy(), calib_nll=calib_nll, calib_nll_ts=calib_nll_ts,
+        eval_nll=cat["nll"].sum(0) / vcount, eval_nll_ts=cat["nll_ts"].sum(0) / vcount,
+        ere_mm=cat["ere"], ere_ts_mm=cat["ere_ts"], confidence=cat["conf"], confidence_ts=cat["conf_ts"],
+        correct=cat["correct"], argmax_px=am_orig, argmax_unchanged=unchanged)
+    ev.save(path)
+    return ev
+
+
+@torch.no_grad()
+def probability_maps(record: LandmarkDataset, result: ExperimentResult, cache_dir: str | Path, ids: list,
+                     temperature: np.ndarray | None = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full 2D-softmax maps of some eval images, for figures.
+
+    Returns
+    -------
+    probs : ndarray ``(K, N, H, W)`` float32 (working grid, temperature-scaled if given)
+    images : ndarray ``(K, H, W)`` grey values in [0, 1]
+    spacing : ndarray ``(K, 2)`` mm per working px
+    """
+    model = load_network(record, result, cache_dir, device)
+    ds = _dataset(record, result, ids, cache_dir)
+    maps = []
+    for logit, _ in _logits(model, ds, device):
+        t = None if temperature is None else torch.as_tensor(temperature, dtype=torch.float64)
+        maps.append(softmax_2d(logit.double(), t).float().numpy())
+    images = np.stack([ds[i]["image"][0].numpy() for i in range(len(ds))])
+    return np.concatenate(maps), images, ds.spacing.astype(np.float64)
