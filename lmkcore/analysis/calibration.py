@@ -3,10 +3,23 @@ temperature scaling, Expected Radial Error, reliability diagrams / ECE, and ROC 
 
 Conventions: logits and probability maps are ``(B, N, H, W)`` tensors on a pixel grid (working
 pixels); landmarks ``(B, N, 2)`` ``(x, y)`` in the same pixels (x = column, y = row down); pixel
-``(i, j)`` is the pixel whose centre is at ``x = i, y = j``. A sub-pixel landmark is assigned to its
-**nearest pixel** (``round``) for the one-hot target and for the "correct prediction" of the
-reliability diagram (paper: correct = hottest pixel equals the ground-truth pixel). Landmarks that
-are missing (NaN) or whose nearest pixel lies outside the grid are masked out.
+``(i, j)`` is the pixel whose centre is at ``x = i, y = j``. Landmarks that are missing (NaN) or whose
+pixel lies outside the grid are masked out.
+
+Two definitions (:data:`DEFINITIONS`, selected by name everywhere a choice matters):
+
+``"paper_text"`` (the paper, Secs. 3-5)
+    ECE over 10 equal bins on ``[0, max confidence]``, as a fraction; correct = the hottest pixel is
+    the ground-truth pixel (**nearest** pixel, ``round``); ROC positives = error > 2 mm; threshold =
+    first ROC point with TPR >= 0.5; temperatures minimise the NLL (L-BFGS, :func:`fit_temperature`).
+``"authors_code"`` (the public code of McCouat & Voiculescu)
+    bins ``0, 0.015, ..., 0.135`` plus a catch-all ``[0.135, 1.1]``; correct = radial error <
+    ``pixel size / sqrt(pi)`` (radius of a disc with one pixel's area); ECE reported x100; one-hot
+    pixel = **floor** of the coordinate; ROC positives = error > 4 mm; threshold = first ROC point
+    with TPR > 0.5; temperatures by Adam (lr 0.01, T starting at 1) keeping the epoch with the lowest
+    ECE on a selection set (:func:`fit_temperature_best_ece`).
+
+The paper's "ECE 0.7" (Fig. 4c) is on the x100 scale of the code definition.
 
 The 2D softmax and the NLL losses live in :mod:`lmkcore.training.losses`.
 """
@@ -18,13 +31,129 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lmkcore.errors import ConfigError
 from lmkcore.training.losses import nll_per_landmark, pixel_index, softmax_2d
 
 __all__ = [
-    "fit_temperature", "expected_radial_error", "ere_from_heatmaps",
+    "CalibrationDefinition", "DEFINITIONS", "calibration_definition", "correct_predictions", "roc_positive",
+    "fit_temperature", "fit_temperature_best_ece", "expected_radial_error", "ere_from_heatmaps",
     "ReliabilityDiagram", "reliability_diagram", "roc_curve", "roc_auc", "threshold_at_tpr",
     "binned_means", "spearman",
 ]
+
+
+# ----------------------------------------------------------------------------- the two definitions
+@dataclass(frozen=True)
+class CalibrationDefinition:
+    """One definition of the calibration analysis (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        ``"paper_text"`` or ``"authors_code"``.
+    rounding : str
+        Ground-truth pixel of the one-hot target: ``"round"`` (nearest) or ``"floor"`` (truncated).
+    fixed_edges : tuple of float or None
+        Reliability bin edges, or None for ``n_bins`` equal bins on ``[0, max confidence]``.
+    ece_scale : float
+        Factor of the reported ECE (1: a fraction; 100: the code's scale).
+    correct : str
+        ``"same_pixel"`` (hottest pixel == ground-truth pixel) or ``"disc"`` (error < pixel size / sqrt(pi)).
+    roc_error_mm : float
+        ROC positives ("erroneous") are landmarks with error > this (mm).
+    tpr_strict : bool
+        The flagging threshold is the first ROC point with TPR > target (True) or >= target (False).
+    temperature_fit : str
+        ``"nll_lbfgs"`` (:func:`fit_temperature`) or ``"adam_best_ece"`` (:func:`fit_temperature_best_ece`).
+    """
+
+    name: str
+    rounding: str
+    fixed_edges: tuple | None
+    ece_scale: float
+    correct: str
+    roc_error_mm: float
+    tpr_strict: bool
+    temperature_fit: str
+
+    def bin_edges(self, confidence: np.ndarray | None = None, n_bins: int = 10) -> np.ndarray:
+        """Reliability bin edges ``(K + 1,)``: fixed, or ``n_bins`` equal bins on ``[0, max(confidence)]``."""
+        if self.fixed_edges is not None:
+            return np.asarray(self.fixed_edges, dtype=np.float64)
+        conf = np.asarray(confidence if confidence is not None else [], dtype=np.float64).ravel()
+        conf = conf[np.isfinite(conf)]
+        return np.linspace(0.0, float(conf.max()) if conf.size else 1.0, n_bins + 1)
+
+
+def _code_edges() -> tuple:
+    edges = np.linspace(0.0, 0.15, 11)
+    edges[-1] = 1.1
+    return tuple(float(e) for e in edges)
+
+
+DEFINITIONS: dict[str, CalibrationDefinition] = {
+    "paper_text": CalibrationDefinition("paper_text", rounding="round", fixed_edges=None, ece_scale=1.0,
+                                        correct="same_pixel", roc_error_mm=2.0, tpr_strict=False,
+                                        temperature_fit="nll_lbfgs"),
+    "authors_code": CalibrationDefinition("authors_code", rounding="floor", fixed_edges=_code_edges(), ece_scale=100.0,
+                                          correct="disc", roc_error_mm=4.0, tpr_strict=True,
+                                          temperature_fit="adam_best_ece"),
+}
+
+
+def calibration_definition(definition: str | CalibrationDefinition) -> CalibrationDefinition:
+    """The :class:`CalibrationDefinition` called ``definition`` (a definition passes through);
+    :class:`~lmkcore.errors.ConfigError` naming the choices otherwise."""
+    if isinstance(definition, CalibrationDefinition):
+        return definition
+    try:
+        return DEFINITIONS[definition]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown calibration definition {definition!r}; choose one of: "
+                          f"{', '.join(DEFINITIONS)}") from None
+
+
+def correct_predictions(argmax_px: np.ndarray, landmarks_px: np.ndarray, spacing: np.ndarray | None = None,
+                        definition: str | CalibrationDefinition = "paper_text") -> np.ndarray:
+    """Whether each hottest pixel counts as a correct prediction (reliability diagram / ECE).
+
+    Parameters
+    ----------
+    argmax_px : array ``(M, N, 2)``
+        Hottest pixel ``(x, y)`` (integers), working px.
+    landmarks_px : array ``(M, N, 2)``
+        Ground truth ``(x, y)``, working px (sub-pixel; NaN = missing -> False).
+    spacing : array ``(M, 2)`` mm per working px ``(x, y)``
+        Needed by ``"authors_code"``: correct if the radial error (mm) is below ``sqrt(sx * sy / pi)``
+        (the radius of a disc with one pixel's area; ``0.30234 / sqrt(pi) = 0.1706`` mm in the paper).
+    definition : ``"paper_text"`` (hottest pixel == the nearest pixel of the ground truth) or
+        ``"authors_code"``.
+
+    Returns
+    -------
+    ndarray ``(M, N)`` bool
+    """
+    d = calibration_definition(definition)
+    am = np.asarray(argmax_px, dtype=np.float64)
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    finite = np.isfinite(lm).all(-1)
+    if d.correct == "same_pixel":
+        with np.errstate(invalid="ignore"):
+            return finite & (np.round(np.nan_to_num(lm, nan=-1e9)) == am).all(-1)
+    if spacing is None:
+        raise ConfigError("calibration definition 'authors_code' needs the pixel spacing (mm per px)")
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1, 1, 2)
+    err = np.sqrt((((am - lm) * sp) ** 2).sum(-1))
+    radius = np.sqrt(sp[..., 0] * sp[..., 1] / np.pi)
+    with np.errstate(invalid="ignore"):
+        return finite & (err < radius)
+
+
+def roc_positive(errors_mm: np.ndarray, definition: str | CalibrationDefinition = "paper_text") -> np.ndarray:
+    """ROC ground truth: ``error > 2 mm`` (paper text) or ``> 4 mm`` (authors' code); NaN -> False."""
+    d = calibration_definition(definition)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(errors_mm, dtype=np.float64) > d.roc_error_mm
 
 
 # ----------------------------------------------------------------------------- temperature scaling
@@ -66,6 +195,73 @@ def fit_temperature(logits: Tensor, landmarks_px: Tensor, max_iter: int = 100, b
     t = torch.exp(log_t.detach().clamp(lo, hi))
     t[valid.sum(0) == 0] = 1.0
     return t.cpu()
+
+
+def fit_temperature_best_ece(fit_logits: Tensor, fit_landmarks_px: Tensor, select_logits: Tensor,
+                             select_landmarks_px: Tensor, select_spacing: np.ndarray, epochs: int = 15,
+                             batch_size: int = 4, lr: float = 0.01, seed: int = 0,
+                             definition: str | CalibrationDefinition = "authors_code"
+                             ) -> tuple[Tensor, np.ndarray]:
+    """Per-landmark temperatures as in the authors' code: Adam on ``T`` (``(N,)``, start 1) minimising
+    the mean one-hot NLL over shuffled mini-batches of ``fit_logits``; after each epoch the ECE of
+    ``select_logits`` is computed and the temperatures of the epoch with the lowest ECE are kept.
+
+    The one-hot pixel, the correctness rule and the bins follow ``definition`` (default
+    ``"authors_code"``: floor, error < pixel size / sqrt(pi), bins to 0.15). The network is frozen, so
+    logits are computed once (the authors re-ran the augmented network on every batch). ``T`` is
+    kept >= 1e-2 after each step. Deterministic for a given ``seed``.
+
+    Parameters
+    ----------
+    fit_logits : Tensor ``(B, N, H, W)``
+        Raw outputs on the fitting half.
+    fit_landmarks_px : Tensor ``(B, N, 2)``
+        Ground truth, working px ``(x, y)``.
+    select_logits, select_landmarks_px : Tensor ``(S, N, H, W)``, ``(S, N, 2)``
+        The selection half.
+    select_spacing : array ``(S, 2)``
+        mm per working px of the selection images.
+
+    Returns
+    -------
+    temperature : Tensor ``(N,)`` float64 (CPU)
+    ece_per_epoch : ndarray ``(epochs,)`` ECE on the selection half (the definition's scale)
+    """
+    d = calibration_definition(definition)
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs!r}, {batch_size!r}")
+    fit_logits = fit_logits.detach().double()
+    sel = select_logits.detach().double()
+    n = fit_logits.shape[1]
+    t = torch.ones(n, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([t], lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    b, _, h, w = sel.shape
+    flat = sel.reshape(b, n, h * w)
+    idx = flat.argmax(-1)
+    argmax = torch.stack([idx % w, idx // w], -1).numpy()
+    correct = correct_predictions(argmax, select_landmarks_px.numpy(), select_spacing, d)
+    valid_sel = torch.isfinite(select_landmarks_px).all(-1).numpy()
+    best, best_t, history = np.inf, t.detach().clone(), []
+    for _ in range(int(epochs)):
+        order = torch.randperm(fit_logits.shape[0], generator=gen)
+        for start in range(0, len(order), batch_size):
+            rows = order[start: start + batch_size]
+            nll, valid = nll_per_landmark(fit_logits[rows], fit_landmarks_px[rows], t, d.rounding)
+            loss = nll.sum() / valid.sum().clamp_min(1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                t.clamp_(min=1e-2)
+        with torch.no_grad():
+            conf = softmax_2d(sel, t.detach()).reshape(b, n, h * w).amax(-1).numpy()
+        conf = np.where(valid_sel, conf, np.nan)
+        ece = reliability_diagram(conf, correct, definition=d).ece_reported
+        history.append(ece)
+        if ece < best:
+            best, best_t = ece, t.detach().clone()
+    return best_t, np.asarray(history)
 
 
 # ----------------------------------------------------------------------------- expected radial error
@@ -123,10 +319,12 @@ def ere_from_heatmaps(heatmaps: Tensor | np.ndarray, spacing: Tensor | np.ndarra
 # ----------------------------------------------------------------------------- calibration
 @dataclass
 class ReliabilityDiagram:
-    """Equal-width confidence bins ``[0, M/K), ..., [(K-1)M/K, M]`` with ``M`` the maximum confidence.
+    """Confidence bins with ``edges`` ``(K + 1,)``: half-open ``[e_k, e_k+1)``, the last one closed.
 
     ``count``, ``confidence`` (mean confidence, NaN if empty) and ``accuracy`` (fraction correct, NaN
-    if empty) per bin; ``ece = sum_b n_b / n |accuracy_b - confidence_b|`` (fraction, not %).
+    if empty) per bin; ``ece = sum_b n_b / n |accuracy_b - confidence_b|`` (a fraction; empty bins
+    add 0). ``ece_reported = ece x ece_scale`` is the number on the definition's scale (x100 for the
+    authors' code).
     """
 
     edges: np.ndarray
@@ -134,35 +332,55 @@ class ReliabilityDiagram:
     confidence: np.ndarray
     accuracy: np.ndarray
     ece: float
+    definition: str = "paper_text"
+    ece_scale: float = 1.0
+
+    @property
+    def ece_reported(self) -> float:
+        return self.ece * self.ece_scale
 
 
 def reliability_diagram(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10,
-                        max_confidence: float | None = None) -> ReliabilityDiagram:
+                        max_confidence: float | None = None,
+                        definition: str | CalibrationDefinition = "paper_text") -> ReliabilityDiagram:
     """Reliability diagram and ECE (McCouat & Voiculescu 2022, Sec. 5.2; Guo et al. 2017).
 
     Parameters
     ----------
     confidence : array
         Probability at the predicted (hottest) pixel, any shape; NaNs are ignored.
-    correct : array of bool
-        Hottest pixel == ground-truth pixel.
+    correct : array of bool, same shape
+        Whether each prediction is correct (:func:`correct_predictions` under the same definition).
     n_bins : int
+        Bins of the ``"paper_text"`` definition (ignored by ``"authors_code"``'s fixed edges).
     max_confidence : float, optional
-        Upper end ``M`` of the last bin (default: the largest confidence).
+        ``"paper_text"``: upper end ``M`` of the last bin (default: the largest confidence).
+    definition : str or CalibrationDefinition
+        ``"paper_text"``: ``n_bins`` equal bins on ``[0, M]``; ``"authors_code"``: edges
+        ``0, 0.015, ..., 0.135, 1.1`` (values above 1.1 are dropped), ECE reported x100.
     """
+    d = calibration_definition(definition)
     conf = np.asarray(confidence, dtype=np.float64).ravel()
     corr = np.asarray(correct, dtype=bool).ravel()
     keep = np.isfinite(conf)
     conf, corr = conf[keep], corr[keep]
-    top = float(max_confidence if max_confidence is not None else (conf.max() if conf.size else 1.0))
-    edges = np.linspace(0.0, top, n_bins + 1)
-    which = np.clip(np.floor(conf / top * n_bins).astype(np.int64), 0, n_bins - 1) if top > 0 else np.zeros(conf.size, np.int64)
-    count = np.bincount(which, minlength=n_bins).astype(np.int64)
+    if d.fixed_edges is None:
+        top = float(max_confidence if max_confidence is not None else (conf.max() if conf.size else 1.0))
+        edges = np.linspace(0.0, top, n_bins + 1)
+        which = (np.clip(np.floor(conf / top * n_bins).astype(np.int64), 0, n_bins - 1) if top > 0
+                 else np.zeros(conf.size, np.int64))
+    else:
+        edges = d.bin_edges()
+        inside = (conf >= edges[0]) & (conf <= edges[-1])
+        conf, corr = conf[inside], corr[inside]
+        which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, edges.size - 2)
+    k = edges.size - 1
+    count = np.bincount(which, minlength=k).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(which, conf, minlength=n_bins) / count
-        acc = np.bincount(which, corr.astype(np.float64), minlength=n_bins) / count
+        mean_conf = np.bincount(which, conf, minlength=k) / count
+        acc = np.bincount(which, corr.astype(np.float64), minlength=k) / count
     ece = float(np.nansum(count / max(conf.size, 1) * np.abs(acc - mean_conf)))
-    return ReliabilityDiagram(edges, count, mean_conf, acc, ece)
+    return ReliabilityDiagram(edges, count, mean_conf, acc, ece, d.name, d.ece_scale)
 
 
 # ----------------------------------------------------------------------------- ROC
@@ -194,11 +412,13 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
-def threshold_at_tpr(scores: np.ndarray, positive: np.ndarray, tpr: float = 0.5) -> float:
+def threshold_at_tpr(scores: np.ndarray, positive: np.ndarray, tpr: float = 0.5,
+                     definition: str | CalibrationDefinition = "paper_text") -> float:
     """The largest threshold ``t`` whose classifier ``score >= t`` reaches a true positive rate ``>= tpr``
-    (paper: TPR 0.5 for ERE flagging errors > 2 mm)."""
+    (``"paper_text"``: TPR 0.5 for ERE flagging errors > 2 mm) or ``> tpr`` (``"authors_code"``)."""
+    d = calibration_definition(definition)
     _, rates, thresholds = roc_curve(scores, positive)
-    hit = np.nonzero(rates >= tpr)[0]
+    hit = np.nonzero(rates > tpr if d.tpr_strict else rates >= tpr)[0]
     return float(thresholds[hit[0]]) if hit.size else float("nan")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lmkcore.errors import ConfigError
+
 __all__ = ["log_softmax_2d", "softmax_2d", "pixel_index", "onehot_targets", "onehot_nll", "gaussian_nll",
            "nll_per_landmark"]
 
@@ -36,53 +38,61 @@ def softmax_2d(logits: Tensor, temperature: Tensor | float | None = None) -> Ten
     return log_softmax_2d(logits, temperature).exp()
 
 
-def pixel_index(landmarks_px: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Flat index ``y * W + x`` of the nearest pixel of each landmark and its validity.
+def pixel_index(landmarks_px: Tensor, size: tuple[int, int], rounding: str = "round") -> tuple[Tensor, Tensor]:
+    """Flat index ``y * W + x`` of the pixel of each landmark and its validity.
 
     Parameters
     ----------
     landmarks_px : Tensor ``(B, N, 2)``
         ``(x, y)`` working px.
     size : (W, H)
+    rounding : ``"round"`` or ``"floor"``
+        ``"round"``: the nearest pixel (pixel centres at integers; the paper text's "ground-truth
+        pixel"); ``"floor"``: the authors' code (coordinates truncated with ``astype(int)``).
 
     Returns
     -------
     index : LongTensor ``(B, N)`` (0 where invalid); valid : BoolTensor ``(B, N)``
     """
+    if rounding not in ("round", "floor"):
+        raise ConfigError(f"rounding must be 'round' or 'floor', got {rounding!r}")
     w, h = size
     finite = torch.isfinite(landmarks_px).all(-1)
-    r = torch.round(torch.nan_to_num(landmarks_px.detach(), nan=-1.0)).long()
+    to_int = torch.round if rounding == "round" else torch.floor
+    r = to_int(torch.nan_to_num(landmarks_px.detach(), nan=-1.0)).long()
     valid = finite & (r[..., 0] >= 0) & (r[..., 0] < w) & (r[..., 1] >= 0) & (r[..., 1] < h)
     index = torch.where(valid, r[..., 1] * w + r[..., 0], torch.zeros_like(r[..., 0]))
     return index, valid
 
 
-def onehot_targets(landmarks_px: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(B, N, H, W)`` one-hot heatmaps (paper Eq. 2): 1 at the nearest pixel, 0 elsewhere
-    (all 0 for a missing / outside landmark)."""
+def onehot_targets(landmarks_px: Tensor, size: tuple[int, int], rounding: str = "round") -> Tensor:
+    """``(B, N, H, W)`` one-hot heatmaps (paper Eq. 2): 1 at the landmark's pixel (nearest with
+    ``rounding="round"``, truncated with ``"floor"`` as in the authors' code), 0 elsewhere (all 0 for
+    a missing / outside landmark)."""
     w, h = size
     b, n, _ = landmarks_px.shape
-    index, valid = pixel_index(landmarks_px, size)
+    index, valid = pixel_index(landmarks_px, size, rounding)
     out = torch.zeros(b, n, h * w, device=landmarks_px.device)
     out.scatter_(-1, index[..., None], valid[..., None].float())
     return out.reshape(b, n, h, w)
 
 
-def nll_per_landmark(logits: Tensor, landmarks_px: Tensor, temperature: Tensor | float | None = None
-                     ) -> tuple[Tensor, Tensor]:
-    """``(B, N)`` negative log-likelihood of the ground-truth pixel under the 2D softmax, and the
-    ``(B, N)`` validity mask (invalid entries are 0)."""
+def nll_per_landmark(logits: Tensor, landmarks_px: Tensor, temperature: Tensor | float | None = None,
+                     rounding: str = "round") -> tuple[Tensor, Tensor]:
+    """``(B, N)`` negative log-likelihood of the ground-truth pixel (see :func:`pixel_index` for
+    ``rounding``) under the 2D softmax, and the ``(B, N)`` validity mask (invalid entries are 0)."""
     b, n, h, w = logits.shape
     logp = log_softmax_2d(logits, temperature).reshape(b, n, h * w)
-    index, valid = pixel_index(landmarks_px, (w, h))
+    index, valid = pixel_index(landmarks_px, (w, h), rounding)
     nll = -logp.gather(-1, index[..., None])[..., 0]
     return torch.where(valid, nll, torch.zeros_like(nll)), valid
 
 
-def onehot_nll(logits: Tensor, landmarks_px: Tensor, temperature: Tensor | float | None = None) -> Tensor:
+def onehot_nll(logits: Tensor, landmarks_px: Tensor, temperature: Tensor | float | None = None,
+               rounding: str = "round") -> Tensor:
     """Mean one-hot NLL over valid landmarks (the paper's training loss; = cross-entropy with the
     one-hot target of :func:`onehot_targets`)."""
-    nll, valid = nll_per_landmark(logits, landmarks_px, temperature)
+    nll, valid = nll_per_landmark(logits, landmarks_px, temperature, rounding)
     return nll.sum() / valid.sum().clamp_min(1)
 
 
