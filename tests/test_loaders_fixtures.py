@@ -672,16 +672,17 @@ def test_cached_images_decodes_once_and_keys_on_files(tmp_path, monkeypatch):
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
     changed = cached_images(rec, (40, 45), cache, progress=False)
     assert changed.filename != first.filename and (changed[1] == 77).all()
-    assert sorted(f.name for f in cache.iterdir() if f.name.startswith(".")) == []
+    # no temporary files left behind (the per-key lock files stay by design)
+    assert sorted(f.name for f in cache.iterdir() if f.name.startswith(".") and not f.name.endswith(".lock")) == []
 
 
 def test_cached_images_failure_leaves_no_file(tmp_path):
     rec, _ = _dot_record(tmp_path, "png")
     rec.image_paths[2].write_bytes(b"broken")
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"d2\.png: unreadable image"):
+    with pytest.raises(DataError, match=r"d2\.png: (unreadable image|truncated PNG)"):
         cached_images(rec, (40, 45), cache, dtype="uint8", progress=False)
-    assert list(cache.iterdir()) == []
+    assert [f for f in cache.iterdir() if not f.name.endswith(".lock")] == []
     assert not cache_file(rec, (40, 45), cache, dtype="uint8").exists()
 
 

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -62,8 +63,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # a unique name: concurrent writers of the same folder never share it (stale ones are
+            # removed by lmkcore.data.integrity.remove_stale_partials)
+            old = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.partial")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -204,7 +206,11 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read split file ({err})") from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: duplicate ids in split file")
     return ids

@@ -7,7 +7,10 @@ working size with an anti-aliased linear filter and stores the stack as a
 ``.npy`` file under ``cache_dir``; later calls (and other processes) memory-map
 it. The file name holds a hash of the image paths, their modification times
 and byte sizes, the working size, the dtype and the preprocessing, so a changed
-image or size gives a new cache entry. Files are written atomically.
+image or size gives a new cache entry. Files are written atomically under a
+per-key file lock (two processes decode once), with a SHA-256 checksum beside
+them (``<file>.sha256``) that every read verifies; a file that fails (truncated,
+overwritten, wrong dtype) is decoded again (see :mod:`lmkcore.data.integrity`).
 
 Geometry: integer coordinates are pixel centres, so resizing from ``W`` to
 ``W'`` pixels maps ``x' = (x + 0.5) * W' / W - 0.5`` (:func:`resize_landmarks`),
@@ -25,13 +28,15 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from lmkcore.data.geometry import resize_landmarks  # noqa: F401  (defined once, in the geometry module)
+from lmkcore.data.integrity import (IntegrityError, file_lock, remove_stale_partials, repair_warning, sha256_file,
+                                    temp_path, verify_file, write_checksum)
 from lmkcore.errors import ConfigError, DataError
 
 #: Bumped whenever the cached pixels would change for the same inputs.
@@ -43,36 +48,6 @@ _JPEG = (".jpg", ".jpeg")
 def default_cache_dir() -> Path:
     """``$LMKCORE_CACHE/images`` or ``~/.cache/lmkcore/images``."""
     return Path(os.environ.get("LMKCORE_CACHE", Path.home() / ".cache" / "lmkcore")).expanduser() / "images"
-
-
-def resize_landmarks(landmarks_px: np.ndarray, from_size, to_size) -> np.ndarray:
-    """Map pixel coordinates between two resolutions of the same image.
-
-    ``x' = (x + 0.5) * W' / W - 0.5`` per axis (integer coordinates are pixel
-    centres; the image edges ``-0.5`` and ``W - 0.5`` map onto each other).
-
-    Parameters
-    ----------
-    landmarks_px : ndarray
-        ``(..., D)`` coordinates ``(x, y[, z])``; NaN stays NaN.
-    from_size, to_size : sequence or ndarray
-        ``(D,)`` sizes ``(W, H[, D])``, or ``(M, D)`` per image when
-        ``landmarks_px`` is ``(M, N, D)``.
-
-    Returns
-    -------
-    ndarray
-        float64, same shape as ``landmarks_px``.
-    """
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    f = np.asarray(from_size, dtype=np.float64)
-    t = np.asarray(to_size, dtype=np.float64)
-    if lm.ndim == 3:
-        f = f[:, None, :] if f.ndim == 2 else f
-        t = t[:, None, :] if t.ndim == 2 else t
-    if np.any(f <= 0) or np.any(t <= 0):
-        raise ConfigError(f"resize_landmarks: sizes must be positive, got {from_size} -> {to_size}")
-    return (lm + 0.5) * (t / f) - 0.5
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], box: tuple[float, float, float, float] | None = None) -> np.ndarray:
@@ -151,6 +126,11 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
 def _decode_jpeg_scaled(path: Path, w: int, h: int) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
+    from lmkcore.data.imageio import check_image_file
+
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    check_image_file(path)
     try:
         with Image.open(path) as im:
             if im.format != "JPEG":
@@ -250,32 +230,54 @@ def cached_images(
     paths = [Path(p) for p in record.image_paths]
     path = cache_file(record, (w, h), cache_dir, dtype)
     shape = (len(paths), h, w)
+    out_dtype = path.name.split("-")[-2]
+    problem: IntegrityError | None = None
     if path.is_file():
         try:
-            arr = np.load(path, mmap_mode="r")
-            if arr.shape == shape:
-                return arr
-        except (ValueError, OSError):
-            pass
+            return _load_verified(path, shape, out_dtype)
+        except IntegrityError as err:
+            problem = err
     path.parent.mkdir(parents=True, exist_ok=True)
-    out_dtype = path.name.split("-")[-2]
-    preprocess = record.extras.get("preprocess")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(out_dtype), shape=shape)
-        _fill(mm, paths, (w, h), preprocess, out_dtype, max(1, int(workers)), progress, record.name)
-        mm.flush()
-        del mm
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    with file_lock(path):
+        remove_stale_partials(path.parent, f"{record.name}-*")
+        if path.is_file():  # another process may have (re)built it while we waited
+            try:
+                return _load_verified(path, shape, out_dtype)
+            except IntegrityError as err:
+                problem = err
+        if problem is not None:
+            repair_warning(problem, "decoding the images again")
+        preprocess = record.extras.get("preprocess")
+        tmp = temp_path(path)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return np.load(path, mmap_mode="r")
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(out_dtype), shape=shape)
+            _fill(mm, paths, (w, h), preprocess, out_dtype, max(1, int(workers)), progress, record.name)
+            mm.flush()
+            del mm
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            digest = sha256_file(tmp)
+            os.replace(tmp, path)
+            write_checksum(path, digest)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return _load_verified(path, shape, out_dtype)
+
+
+def _load_verified(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap:
+    """Memory-map a cache file after checking its checksum, shape and dtype (:class:`IntegrityError` if not)."""
+    verify_file(path)
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as err:
+        raise IntegrityError(path, f"not a readable .npy array ({err})") from None
+    if arr.shape != shape or arr.dtype != np.dtype(dtype):
+        raise IntegrityError(path, f"holds {arr.dtype} {arr.shape}, expected {dtype} {shape}")
+    return arr
 
 
 def _convert(img: np.ndarray, dtype: str, path: Path) -> np.ndarray:
@@ -288,7 +290,7 @@ def _convert(img: np.ndarray, dtype: str, path: Path) -> np.ndarray:
 
 def _fill(mm, paths, size, preprocess, dtype, workers, progress, name) -> None:
     try:
-        from tqdm.auto import tqdm
+        from lmkcore.progress import progress as tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         tqdm = None
     bar = tqdm(total=len(paths), desc=f"decoding {name} at {size[0]}x{size[1]}", unit="img",

@@ -340,8 +340,11 @@ def read_jpeg_csv(path: str | os.PathLike, n_landmarks: int = 19) -> tuple[list[
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: landmark file not found")
-    with open(path, encoding="utf-8-sig") as fh:
-        header = [h.strip() for h in fh.readline().strip().split(",")]
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in fh.readline().strip().split(",")]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read landmark file ({err})") from None
     expected = ["image_path"] + [f"{k}_{a}" for k in range(1, n_landmarks + 1) for a in "xy"]
     if header != expected:
         bad = next((k for k, (h, e) in enumerate(zip(header, expected)) if h != e), min(len(header), len(expected)))
