@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray, spacing: tuple[float
     img = sitk.GetImageFromArray(np.asarray(image))
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in spacing))
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    sitk.WriteImage(img, str(tmp))
-    os.replace(tmp, path)
+    # unique per writer (the extension stays last: SimpleITK picks the format from it)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        sitk.WriteImage(img, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -19,6 +19,7 @@ reader serves real and synthetic data::
     root/setup/train.txt, test1.txt, test2.txt, test_all.txt
     root/setup/cv/set1..4/train.txt, val.txt
     root/truth.npz                         true landmarks, declared covariances, poses...
+    root/MANIFEST.sha256                   SHA-256 of every file (verified before a cached copy is reused)
 
 Determinism: everything derives from ``numpy.random.SeedSequence(config.seed)``
 (independent child streams for shapes, anatomy, poses, observers, splits and
@@ -43,6 +44,8 @@ from lmkcore.errors import ConfigError, DataError
 from lmkcore.data.formats import (atomic_directory, atomic_write_bytes, atomic_write_text, read_id_list, read_landmark_csv,
                       write_id_list, write_landmark_csv)
 from lmkcore.data.imageio import write_image
+from lmkcore.data.integrity import (IntegrityError, file_lock, remove_stale_partials, repair_warning, verify_manifest,
+                                    write_manifest)
 from lmkcore.data.landmarks import ISBI_LANDMARK_NAMES
 from lmkcore.synthetic.observers import (BIAS_MODES, biases_to_image, declared_covariances, draw_annotations, local_covariances,
                         observer_biases_local, observer_names, sigma_table)
@@ -435,8 +438,9 @@ def generate_synthetic(config: SyntheticConfig | None, root: str | os.PathLike) 
             "n_images": m,
             "image_dirs": _IMAGE_DIRS,
         }
-        # Written last: its presence marks a complete dataset.
         atomic_write_text(tmp / "dataset.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        # Written last: the checksums of every file; its presence marks a complete dataset.
+        write_manifest(tmp)
     return root
 
 
@@ -564,19 +568,45 @@ def synthetic_dataset(config: SyntheticConfig | None = None, cache_dir: str | os
     """Path of the dataset for ``config``, generated on first use and cached.
 
     The folder is ``cache_dir / f"synthetic-{config.key()}"``; an existing
-    complete folder (its ``dataset.json`` names the same key) is reused.
+    folder is reused when every file matches its ``MANIFEST.sha256`` and its
+    ``dataset.json`` names the same key. Otherwise (a truncated or replaced
+    image, a missing file, a folder from an older version) it is generated
+    again, with a :class:`~lmkcore.data.integrity.CacheRepairWarning` naming
+    the bad file. Generation holds a per-key file lock, so concurrent callers
+    generate once; ``.synthetic-*.partial`` folders of killed runs are removed.
     """
     cfg = config or SyntheticConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / f"synthetic-{cfg.key()}"
+    problem = _check_cached(path, cfg)
+    if problem is None:
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(path):
+        remove_stale_partials(root, "synthetic-*")
+        problem = _check_cached(path, cfg)  # another process may have generated it while we waited
+        if problem is None:
+            return path
+        if path.exists():
+            repair_warning(problem, "generating the synthetic dataset again")
+        return generate_synthetic(cfg, path)
+
+
+def _check_cached(path: Path, cfg: SyntheticConfig) -> IntegrityError | None:
+    """None when ``path`` is a complete, verified dataset for ``cfg``; else the problem."""
     meta_path = path / "dataset.json"
-    if meta_path.is_file():
-        try:
-            if json.loads(meta_path.read_text(encoding="utf-8")).get("key") == cfg.key():
-                return path
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            pass
-    return generate_synthetic(cfg, path)
+    if not path.is_dir():
+        return IntegrityError(path, "not generated yet")
+    try:
+        verify_manifest(path)
+        key = json.loads(meta_path.read_text(encoding="utf-8")).get("key")
+    except IntegrityError as err:
+        return err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        return IntegrityError(meta_path, f"unreadable dataset description ({err})")
+    if key != cfg.key():
+        return IntegrityError(meta_path, f"describes dataset {key!r}, expected {cfg.key()!r}")
+    return None
 
 
 __all__ = [
