@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from lmkcore.errors import ConfigError
 from lmkcore.models.common import crop_to, pad_to_multiple
 
-__all__ = ["BasicBlock", "ResNet34Encoder", "ResNet34UNet", "load_encoder_weights"]
+__all__ = ["BasicBlock", "ResNet34Encoder", "ResNet34UNet", "load_encoder_weights", "read_state_dict"]
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
 PAPER_DECODER = (256, 128, 64, 32, 32)
@@ -105,6 +105,34 @@ class ResNet34Encoder(nn.Module):
         return feats
 
 
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The ``{name: tensor}`` state dict stored at ``path`` (``torch.load(weights_only=True)``, on CPU).
+
+    A checkpoint ``{"state_dict": {...}}`` is unwrapped. A missing or unreadable file, or a file that
+    does not hold a mapping of names to tensors, raises one :class:`~lmkcore.errors.ConfigError` that
+    names the file (``encoder_weights``) and the problem.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"encoder_weights: no file {name!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors differ by version; one message for all
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"encoder_weights {name!r}: not a readable PyTorch weights file "
+                          f"(torch.load(weights_only=True) failed: {reason[:200]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"encoder_weights {name!r}: holds a {type(state).__name__}, not a state dict "
+                          "(a mapping of parameter names to tensors, e.g. torchvision's resnet34().state_dict())")
+    bad = sorted(str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor))
+    if bad:
+        raise ConfigError(f"encoder_weights {name!r}: not a state dict, {len(bad)} entries are not "
+                          f"name -> tensor: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    return state
+
+
 def load_encoder_weights(encoder: ResNet34Encoder, path: str | os.PathLike) -> ResNet34Encoder:
     """Load a local ResNet state dict into ``encoder`` (``torch.load(weights_only=True)``).
 
@@ -113,12 +141,9 @@ def load_encoder_weights(encoder: ResNet34Encoder, path: str | os.PathLike) -> R
     raises a :class:`~lmkcore.errors.ConfigError` that lists them (e.g. ResNet-18 weights, or a
     ``base_channels`` other than 64).
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"ResNet34UNet encoder_weights: no file {os.fspath(path)!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items() if not k.startswith("fc.")}
+    state = read_state_dict(path)
+    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     own = encoder.state_dict()
     w = state.get("conv1.weight")
     if w is not None and w.shape[1] == 3 and own["conv1.weight"].shape[1] == 1:
@@ -132,7 +157,7 @@ def load_encoder_weights(encoder: ResNet34Encoder, path: str | os.PathLike) -> R
         for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if items:
                 parts.append(f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}")
-        raise ConfigError(f"{os.fspath(path)}: not a ResNet-34 state dict for this encoder "
+        raise ConfigError(f"encoder_weights {os.fspath(path)!r}: not a ResNet-34 state dict for this encoder "
                           f"(base_channels {encoder.channels[0]}); " + "; ".join(parts))
     encoder.load_state_dict(state)
     return encoder
