@@ -20,13 +20,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from lmkcore.progress import progress as tqdm  # plain-text bars (final state kept in executed notebooks)
 
 from lmkcore.training.augment import AugmentConfig, apply_params, sample_params
 from lmkcore.training.losses import gaussian_nll, onehot_nll
 from lmkcore.data.loader import LandmarkImageDataset
 from lmkcore.errors import ConfigError, DataError
-from lmkcore.training.targets import HeatmapTarget, heatmap_loss
+from lmkcore.training.targets import CONVENTIONS, HeatmapTarget
 from lmkcore.models import build_model
 from lmkcore.models.common import paper_optimizer
 
@@ -45,12 +45,22 @@ class TrainConfig:
         ``"scn"``, ``"la_only"``, ``"unet"`` or ``"resnet34_unet"`` (McCouat & Voiculescu 2022;
         its encoder width is ``min(num_filters, 64)``).
     target : str
-        ``"fixed"`` (isotropic ``init_sigma``), ``"learned_iso"`` (Payer et al.
-        2019, Eq. 3) or ``"learned_aniso"`` (Thaler et al. 2021, Eq. 7).
+        ``"fixed"`` (isotropic ``init_sigma``), ``"learned_iso"`` (sigma-target:
+        Thaler et al. 2021 / Payer et al. 2019, Eq. 3) or ``"learned_aniso"``
+        (Sigma-target, Thaler et al. 2021, Eq. 7).
+    convention : str
+        Target convention (:mod:`lmkcore.training.targets`): ``"authors_code"``
+        (default; Thaler et al.'s code: ``init_sigma`` and the learned values are
+        variances in px^2, penalty on their product, half squared error),
+        ``"paper_text"`` (Thaler's text: standard deviations, penalty
+        ``alpha s_maj s_min``, full squared error) or ``"payer"`` (Payer et al.
+        2019: standard deviations, ``(alpha/2) sum sigma^2`` beside the half squared error).
     num_filters : int
         Filters per conv layer (papers: 128).
     init_sigma : float
-        Initial / fixed heatmap sigma in working pixels (papers: 3).
+        Initial / fixed value of the papers' heatmap "sigma" in working pixels
+        (papers: 3): a variance (px^2) under ``convention="authors_code"``, a
+        standard deviation (px) otherwise and for ``loss="gaussian_nll"``.
     alpha : float or None
         Sigma regulariser weight; None uses the papers' value for the target.
     gamma : float
@@ -58,15 +68,19 @@ class TrainConfig:
     optimizer : str
         ``"nesterov"`` (the papers: SGD with Nesterov momentum) or ``"adam"``.
     lr, momentum, l2_lambda : float
-        Learning rate, momentum (Nesterov only) and the L2 weight term lambda
-        of the papers' objective (acts on conv weights).
+        Learning rate, momentum (Nesterov only) and the weight term
+        ``l2_lambda * ||w||^2`` added to the loss as computed (conv weights;
+        gradient ``2 l2_lambda w``). The authors' ``0.001 * l2_loss(w)`` =
+        ``0.0005 ||w||^2`` is ``l2_lambda = 0.0005``.
     target_lr_scale : float
         Learning-rate multiplier of the learned target parameters (sigma,
         theta): the papers use 1; short runs need larger steps to converge.
     clip_grad_norm : float or None
         Clip the global gradient norm to this value.
     lr_schedule : str
-        ``"constant"`` or ``"cosine"`` (decay to 1 % over the run).
+        ``"constant"``, ``"cosine"`` (decay to 1 % over the run) or ``"step"``
+        (Thaler et al.'s code: x0.5 from 50 % and x0.1 of the base from 75 % of
+        the iterations; 20,000 and 30,000 of 40,000).
     iterations, batch_size : int
     augment : AugmentConfig
     dropout : float
@@ -88,6 +102,7 @@ class TrainConfig:
 
     model: str = "scn"
     target: str = "learned_aniso"
+    convention: str = "authors_code"
     num_filters: int = 32
     init_sigma: float = 3.0
     alpha: float | None = None
@@ -114,7 +129,7 @@ class TrainConfig:
             self.augment = AugmentConfig(**self.augment)
         choices = {"model": ("scn", "la_only", "unet", "resnet34_unet"), "loss": LOSSES,
                    "target": ("fixed", "learned_iso", "learned_aniso"), "optimizer": ("adam", "nesterov"),
-                   "lr_schedule": ("constant", "cosine")}
+                   "lr_schedule": ("constant", "cosine", "step"), "convention": CONVENTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -127,6 +142,8 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.convention == "payer" and self.target == "learned_aniso" and self.loss == "heatmap":
+            raise ConfigError("TrainConfig: convention 'payer' (Payer et al. 2019) has no learned_aniso target")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON representation (used for cache keys and checkpoints)."""
@@ -158,7 +175,7 @@ def build_network(config: TrainConfig, num_landmarks: int, spatial_dims: int = 2
 def build_target(config: TrainConfig, num_landmarks: int) -> HeatmapTarget:
     """The (possibly learnable) target heatmap module of ``config``."""
     return HeatmapTarget(num_landmarks, mode=config.target, init_sigma=config.init_sigma,
-                         gamma=config.gamma, alpha=config.alpha)
+                         gamma=config.gamma, alpha=config.alpha, convention=config.convention)
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module, target: HeatmapTarget) -> torch.optim.Optimizer:
@@ -177,9 +194,21 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module, target: Heatmap
     return torch.optim.Adam(groups, lr=config.lr)
 
 
+#: ``lr_schedule="step"`` (Thaler et al.'s code, ``tf.train.piecewise_constant`` with boundaries at 50 % and
+#: 75 % of ``max_iter``): (fraction of the iterations, lr factor of the base).
+STEP_SCHEDULE: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.75, 0.1))
+
+
 def _lr_factor(config: TrainConfig, iteration: int) -> float:
+    """Learning-rate multiplier of the (0-based) ``iteration``."""
     if config.lr_schedule == "constant":
         return 1.0
+    if config.lr_schedule == "step":
+        factor = 1.0
+        for fraction, value in STEP_SCHEDULE:  # tf piecewise_constant: the earlier value while step <= boundary
+            if iteration > fraction * config.iterations:
+                factor = value
+        return factor
     progress = iteration / max(config.iterations, 1)
     return float(0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * progress)))
 
@@ -332,7 +361,7 @@ def train(
             loss = gaussian_nll(pred.float(), landmarks.float(), config.init_sigma)
         else:
             targets, mask = target(landmarks.float(), (width, height), return_mask=True)
-            loss = heatmap_loss(pred.float(), targets, mask) + target.regularization()
+            loss = target.loss(pred.float(), targets, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.clip_grad_norm:
