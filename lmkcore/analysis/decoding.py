@@ -32,21 +32,84 @@ x or y -- at worst (over angles and sub-pixel positions) about 0.65, 0.83,
 1.1, 1.4 and 1.9 px for axis ratios 1.5, 2, 3, 4 and 6. The 1D fall-back
 parabola through a maximum never leaves ``[-0.5, 0.5]``.
 
+Degenerate heatmaps
+-------------------
+A heatmap that is flat (all values equal, e.g. all zero) or holds a NaN or
+infinite value has no meaningful maximum: :func:`argmax_subpixel` returns NaN
+coordinates for it, and :func:`flag_degenerate` marks a Gaussian fit of it as
+not usable (NaN parameters, ``converged=False``). :func:`degenerate_heatmaps`
+is the one test both use.
+
 Only nine samples are used, so with noise the refinement degrades quickly for
 broad peaks (the curvature estimate is ``~ 1/sigma^2``); for those, fit the
 whole peak with :func:`lmkcore.analysis.fitting.fit_gaussians`.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from lmkcore.errors import ConfigError
 
-__all__ = ["argmax_subpixel", "argmax_pixel", "subpixel_offset", "MAX_OFFSET"]
+__all__ = ["argmax_subpixel", "argmax_pixel", "subpixel_offset", "MAX_OFFSET", "degenerate_heatmaps", "flag_degenerate",
+           "degenerate_fit_dict"]
 
 #: Largest sub-pixel offset (px, per axis) from the arg-max pixel (see module doc).
 MAX_OFFSET: float = 2.0
+
+
+def degenerate_heatmaps(heatmaps: Tensor) -> Tensor:
+    """Which heatmaps have no usable maximum: flat (max == min, e.g. all zero) or any NaN/inf value.
+
+    Parameters
+    ----------
+    heatmaps : Tensor or ndarray
+        ``(..., H, W)``.
+
+    Returns
+    -------
+    Tensor
+        ``(...)`` bool, on the input's device.
+    """
+    hm = torch.as_tensor(heatmaps)
+    flat = hm.flatten(-2)
+    if not flat.is_floating_point():
+        return flat.amax(-1) == flat.amin(-1)
+    finite = torch.isfinite(flat).all(-1)
+    safe = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
+    return ~finite | (safe.amax(-1) == safe.amin(-1))
+
+
+def flag_degenerate(fit, heatmaps: Tensor):
+    """A copy of a :class:`~lmkcore.analysis.fitting.GaussianFit` with the fits of degenerate heatmaps
+    (:func:`degenerate_heatmaps`) set to NaN parameters and ``converged=False``.
+
+    ``heatmaps`` is the ``(B, N, H, W)`` batch the fit was computed from.
+    """
+    bad = degenerate_heatmaps(heatmaps).to(fit.converged.device)
+    if not bool(bad.any()):
+        return fit
+    out = {}
+    for f in dataclasses.fields(fit):
+        v = getattr(fit, f.name)
+        if f.name == "converged":
+            out[f.name] = v & ~bad
+        else:
+            mask = bad.reshape(bad.shape + (1,) * (v.ndim - bad.ndim))
+            out[f.name] = torch.where(mask, torch.full_like(v, float("nan")), v)
+    return dataclasses.replace(fit, **out)
+
+
+def degenerate_fit_dict() -> dict:
+    """The result of :func:`lmkcore.analysis.fitting.fit_gaussian_scipy` for a degenerate heatmap:
+    NaN parameters, ``converged=False``, ``nfev=0``."""
+    nan = math.nan
+    return {"amplitude": nan, "center": np.full(2, nan), "theta": nan, "sigma_major": nan, "sigma_minor": nan,
+            "cov": np.full((2, 2), nan), "residual_rms": nan, "converged": False, "nfev": 0, "params": np.full(6, nan)}
 
 
 def argmax_pixel(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,8 +182,9 @@ def argmax_subpixel(heatmaps: Tensor, method: str = "gaussian") -> tuple[Tensor,
     -------
     coords : Tensor
         ``(B, N, 2)`` ``(x, y)`` in pixels, floating dtype of the input
-        (float32 for integer input), on the input's device. Always finite for
-        finite input; within :data:`MAX_OFFSET` px of the arg-max pixel per axis.
+        (float32 for integer input), on the input's device. NaN for a
+        degenerate heatmap (flat, or any NaN/inf value: :func:`degenerate_heatmaps`);
+        otherwise finite and within :data:`MAX_OFFSET` px of the arg-max pixel per axis.
     values : Tensor
         ``(B, N)`` the heatmap value at the arg-max pixel (not interpolated).
     """
@@ -128,7 +192,9 @@ def argmax_subpixel(heatmaps: Tensor, method: str = "gaussian") -> tuple[Tensor,
         heatmaps = heatmaps.float()
     ix, iy, values = argmax_pixel(heatmaps)
     base = torch.stack([ix, iy], -1).to(heatmaps.dtype)
-    return base + subpixel_offset(heatmaps, ix, iy, method), values
+    coords = base + subpixel_offset(heatmaps, ix, iy, method)
+    bad = degenerate_heatmaps(heatmaps)
+    return torch.where(bad[..., None], torch.full_like(coords, float("nan")), coords), values
 
 
 def subpixel_offset(heatmaps: Tensor, ix: Tensor, iy: Tensor, method: str = "gaussian") -> Tensor:

@@ -69,7 +69,7 @@ import torch
 from torch import Tensor
 
 from lmkcore.analysis.covariance import cov_to_params
-from lmkcore.analysis.decoding import argmax_pixel, subpixel_offset
+from lmkcore.analysis.decoding import argmax_pixel, degenerate_fit_dict, degenerate_heatmaps, flag_degenerate, subpixel_offset
 from lmkcore.errors import ConfigError
 
 __all__ = [
@@ -446,7 +446,8 @@ def fit_gaussians(
     ssq = f.sub_(prep["vals"]).square_().mul_(prep["mask"]).sum(-1)
     rms = torch.sqrt(ssq / prep["mask"].sum(-1).clamp_min(1.0))
     base = torch.stack([prep["ix"], prep["iy"]], -1).to(p.dtype)
-    return _assemble(heatmaps.shape[:2], p[:, 0], p[:, 1:3] + base, _params_to_cov(p), rms, converged, out_dtype)
+    fit = _assemble(heatmaps.shape[:2], p[:, 0], p[:, 1:3] + base, _params_to_cov(p), rms, converged, out_dtype)
+    return flag_degenerate(fit, heatmaps)  # flat / non-finite heatmaps: NaN, converged=False
 
 
 def _assemble(bn, amp: Tensor, center: Tensor, cov: Tensor, rms: Tensor, converged: Tensor, dtype) -> GaussianFit:
@@ -517,6 +518,8 @@ def fit_gaussian_scipy(
     hm = torch.as_tensor(np.asarray(heatmap, dtype=np.float64))
     if hm.ndim != 2:
         raise ConfigError(f"heatmap must be (H, W), got shape {tuple(hm.shape)}")
+    if degenerate_heatmaps(hm):  # flat / non-finite: no fit (scipy would raise on NaN residuals)
+        return degenerate_fit_dict()
     prep = _prepare(hm[None, None], window, f_scale, init_sigma, torch.float64)
     keep = prep["mask"][0].numpy() > 0
     vals, xs, ys = prep["vals"][0].numpy()[keep], prep["xs"].numpy()[keep], prep["ys"].numpy()[keep]
