@@ -1,13 +1,23 @@
-"""Robust anisotropic Gaussian fitting of predicted heatmaps (Thaler et al. 2021, Sec. 3.2).
+"""Anisotropic Gaussian fitting of predicted heatmaps, Sigma-hat (Thaler et al. 2021, Sec. 3.2).
 
 Every heatmap ``h`` of a ``(B, N, H, W)`` batch is fitted, on a
 ``window x window`` pixel window centred on its arg-max pixel, by
 
     f(x) = A * exp(-0.5 * (x - mu)^T Sigma^{-1} (x - mu))
 
-(Thaler's Eq. 4 with the normalisation ``gamma / (2 pi sqrt|Sigma|)`` folded
-into the free amplitude ``A``), minimising the robust cost of
-``scipy.optimize.least_squares``
+with one of two amplitude models (``model=``, presets in :data:`FIT_PRESETS`):
+
+``"tied"`` (default, preset ``"eq4"``)
+    Thaler's Eq. 4 as written: ``A = gamma / (2 pi sqrt|Sigma|)`` (``gamma`` =
+    100, the scale of the training targets), five free parameters ``(mu, Sigma)``,
+    fitted by plain least squares (``loss="linear"``) as the paper's "robust least
+    squares (Branch et al. 1999)" = the trust-region-reflective solver of
+    ``scipy.optimize.least_squares(method="trf")``, which names no robust loss.
+``"free"`` (preset ``"free_soft_l1"``: the fit lmkcore used before)
+    ``A`` is a sixth free parameter (the normalisation folded into it), usually
+    with the robust ``soft_l1`` loss, ``f_scale = 0.1``.
+
+Both minimise the (robust) cost of ``scipy.optimize.least_squares``
 
     F(p) = 0.5 * sum_k C^2 * rho((r_k / C)^2),   r_k = f(x_k; p) - h(x_k),
 
@@ -21,7 +31,11 @@ Parameterisation (keeps ``Sigma`` symmetric positive definite): the precision
 ``Sigma^{-1} = L L^T`` with lower-triangular ``L = [[e^u, 0], [w, e^v]]``, so
 ``p = (A, mu_x, mu_y, u, w, v)`` and
 ``(x - mu)^T Sigma^{-1} (x - mu) = (e^u dx + w dy)^2 + (e^v dy)^2``.
-Coordinates inside the solver are relative to the arg-max pixel.
+Coordinates inside the solver are relative to the arg-max pixel. In the tied
+model ``A = gamma / (2 pi) * e^(u + v)`` (``det L = |Sigma|^(-1/2)``) is not free:
+the solver works on ``q = (mu_x, mu_y, u, w, v)`` with the Jacobian ``J M``,
+``M = d p / d q`` (``dA/du = dA/dv = A``), i.e. ``J^T W J`` and ``J^T W r`` of
+the six-parameter model reduced by ``M``.
 
 Initialisation ("at the maximum", as in the paper), from the window around
 the arg-max pixel: ``A`` = peak value; with weights ``max(h - A/2, 0)`` (the
@@ -35,7 +49,7 @@ half-maximum region), ``mu`` = their centroid, or the 3x3 sub-pixel arg-max
 Optimiser (:func:`fit_gaussians`): Levenberg-Marquardt on all ``B * N``
 6-parameter problems at once, in torch on the input's device; Python loops
 run only over iterations. Each iteration uses the analytic Jacobian ``J``
-(``(P, K, 6)``) and iteratively re-weighted least squares weights
+(``(P, K, 6)``; tied: reduced to five parameters) and iteratively re-weighted least squares weights
 ``W = diag(rho'(z_k))``, ``z_k = (r_k / C)^2`` (the gradient of ``F`` is
 ``J^T W r``), solves ``(J^T W J + lambda diag(J^T W J)) delta = -J^T W r`` with
 one batched ``torch.linalg.solve_ex`` on ``(P, 6, 6)``, and accepts the step
@@ -75,6 +89,8 @@ from lmkcore.errors import ConfigError
 __all__ = [
     "GaussianFit",
     "LOSSES",
+    "FIT_MODELS",
+    "FIT_PRESETS",
     "HALF_MAX_MOMENT",
     "fit_gaussians",
     "fit_gaussian_scipy",
@@ -85,6 +101,16 @@ __all__ = [
 
 #: Loss names accepted (scipy.optimize.least_squares' ``loss``).
 LOSSES: tuple[str, ...] = ("linear", "soft_l1", "huber", "cauchy", "arctan")
+
+#: Amplitude models (module doc): Eq. 4's ``gamma / (2 pi sqrt|Sigma|)`` or a free amplitude.
+FIT_MODELS: tuple[str, ...] = ("tied", "free")
+
+#: Named fits (keyword arguments of :func:`fit_gaussians`): ``"eq4"`` is the default (Thaler Eq. 4 by
+#: plain trust-region least squares), ``"free_soft_l1"`` lmkcore's earlier free-amplitude robust fit.
+FIT_PRESETS: dict[str, dict] = {
+    "eq4": {"model": "tied", "loss": "linear"},
+    "free_soft_l1": {"model": "free", "loss": "soft_l1", "f_scale": 0.1},
+}
 
 _L = math.log(2.0)
 #: Weighted variance (per axis, in units of Sigma) of a Gaussian with weights
@@ -250,7 +276,17 @@ def _initial_shape(vals: Tensor, mask: Tensor, peak: Tensor, mu: Tensor, xs: Ten
     return mu, (evecs * evals[:, None, :]) @ evecs.transpose(-1, -2)
 
 
-def _prepare(heatmaps: Tensor, window: int, f_scale: float, init_sigma: float | None, dtype) -> dict:
+def _tie(p: Tensor, tied: float | None) -> Tensor:
+    """``p (P, 6)`` with the amplitude set to ``tied * e^(u + v)`` (Eq. 4, ``tied = gamma / (2 pi)``); unchanged if None."""
+    if tied is None:
+        return p
+    p = p.clone()
+    p[:, 0] = tied * torch.exp(p[:, 3] + p[:, 5])
+    return p
+
+
+def _prepare(heatmaps: Tensor, window: int, f_scale: float, init_sigma: float | None, dtype,
+             tied: float | None = None) -> dict:
     """Windows, mask, pixel offsets, initial parameters ``(P, 6)`` and loss scale ``C (P,)``."""
     if heatmaps.ndim != 4:
         raise ConfigError(f"heatmaps must be (B, N, H, W), got shape {tuple(heatmaps.shape)}")
@@ -266,7 +302,7 @@ def _prepare(heatmaps: Tensor, window: int, f_scale: float, init_sigma: float | 
     mu, cov0 = _initial_shape(vals, mask.to(dtype), peak, mu, xs, ys, window)
     if init_sigma is not None:
         cov0 = torch.eye(2, device=hm.device, dtype=dtype).expand(len(ix), 2, 2) * float(init_sigma) ** 2
-    p0 = torch.cat([peak[:, None], mu, _cov_to_cholesky_params(cov0)], -1)
+    p0 = _tie(torch.cat([peak[:, None], mu, _cov_to_cholesky_params(cov0)], -1), tied)
     scale = (f_scale * peak.abs()).clamp_min(torch.finfo(dtype).tiny ** 0.25)
     return {"vals": vals, "mask": mask.to(dtype), "xs": xs, "ys": ys, "p0": p0, "scale": scale, "ix": ix, "iy": iy}
 
@@ -314,6 +350,21 @@ def _normal_equations(p: Tensor, data: tuple, loss: str) -> tuple[Tensor, Tensor
     return cost, hess, grad
 
 
+def _reduce_tied(p: Tensor, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Normal equations of the six-parameter model reduced to the tied model's ``q = p[1:]``.
+
+    ``M (P, 6, 5)``: identity on ``q`` plus the amplitude row ``(0, 0, A, 0, A)``;
+    returns ``(cost, M^T H M, M^T g)``.
+    """
+    cost, hess, grad = state
+    m = torch.zeros((len(p), 6, 5), dtype=p.dtype, device=p.device)
+    m[:, 1:, :] = torch.eye(5, dtype=p.dtype, device=p.device)
+    m[:, 0, 2] = p[:, 0]
+    m[:, 0, 4] = p[:, 0]
+    mt = m.transpose(1, 2)
+    return cost, mt @ hess @ m, (mt @ grad[..., None])[..., 0]
+
+
 def _damped_step(hess: Tensor, grad: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     """Solve ``(H + lam diag(H)) step = -grad`` batched; returns ``step (P, 6)`` and a bool ``ok (P,)``."""
     diag = hess.diagonal(dim1=1, dim2=2)
@@ -322,7 +373,8 @@ def _damped_step(hess: Tensor, grad: Tensor, lam: Tensor) -> tuple[Tensor, Tenso
     return step, (info == 0) & torch.isfinite(step).all(-1)
 
 
-def _levenberg_marquardt(prep: dict, loss: str, iterations: int, xtol: float, ftol: float) -> tuple[Tensor, Tensor]:
+def _levenberg_marquardt(prep: dict, loss: str, iterations: int, xtol: float, ftol: float,
+                         tied: float | None = None) -> tuple[Tensor, Tensor]:
     """Batched robust LM (module doc). Returns parameters ``(P, 6)`` and converged ``(P,)``.
 
     Each iteration evaluates the model, Jacobian and normal equations once, at
@@ -343,20 +395,31 @@ def _levenberg_marquardt(prep: dict, loss: str, iterations: int, xtol: float, ft
         "data": (prep["vals"], None if bool(prep["mask"].all()) else prep["mask"], prep["scale"]),
     }
     xs, ys = prep["xs"], prep["ys"]
-    work["state"] = _normal_equations(work["p"], work["data"] + (xs, ys), loss)  # (cost, hess, grad) at p
+
+    def equations(p: Tensor, data: tuple) -> tuple[Tensor, Tensor, Tensor]:
+        state = _normal_equations(p, data + (xs, ys), loss)
+        return state if tied is None else _reduce_tied(p, state)
+
+    def advance(p: Tensor, step: Tensor) -> Tensor:
+        return p + step if tied is None else _tie(p + step, tied)
+
+    work["state"] = equations(work["p"], work["data"])  # (cost, hess, grad) at p
     for _ in range(iterations):
         step, ok = _damped_step(work["state"][1], work["state"][2], work["lam"])
+        if tied is not None:  # steps of q = p[1:]; the amplitude follows in advance()
+            step = torch.cat([torch.zeros_like(step[:, :1]), step], -1)
         tiny = ok & (_natural_step(work["p"], step) <= xtol)
-        p_out[work["idx"][tiny]] = (work["p"] + step)[tiny]  # the last, tiny step is taken unchecked
+        p_out[work["idx"][tiny]] = advance(work["p"], step)[tiny]  # the last, tiny step is taken unchecked
         done_out[work["idx"][tiny]] = True
         work, step = _drop(work, tiny, step)
         if work is None:
             break
         p, state, lam = work["p"], work["state"], work["lam"]
-        trial = _normal_equations(p + step, work["data"] + (xs, ys), loss)
+        p_trial = advance(p, step)
+        trial = equations(p_trial, work["data"])
         accept = ok[~tiny] & torch.isfinite(trial[0]) & (trial[0] < state[0])
         small_gain = accept & (state[0] - trial[0] <= ftol * state[0])
-        work["p"] = torch.where(accept[:, None], p + step, p)
+        work["p"] = torch.where(accept[:, None], p_trial, p)
         work["state"] = tuple(torch.where(accept.view(-1, *[1] * (t.ndim - 1)), t, s) for t, s in zip(trial, state))
         work["lam"] = torch.where(accept, (lam / 3.0).clamp_min(1e-9), (lam * 10.0).clamp_max(1e12))
         p_out[work["idx"]] = work["p"]
@@ -396,14 +459,16 @@ def fit_gaussians(
     heatmaps: Tensor,
     window: int = 15,
     iterations: int = 30,
-    loss: str = "soft_l1",
+    loss: str = "linear",
     f_scale: float = 0.1,
     init_sigma: float | None = None,
     dtype: torch.dtype | None = torch.float64,
     xtol: float = 1e-4,
     ftol: float = 1e-10,
+    model: str = "tied",
+    gamma: float = 100.0,
 ) -> GaussianFit:
-    """Robustly fit an anisotropic Gaussian to every heatmap of a batch (batched torch).
+    """Fit an anisotropic Gaussian (Thaler Eq. 4) to every heatmap of a batch (batched torch).
 
     Parameters
     ----------
@@ -430,6 +495,10 @@ def fit_gaussians(
         Convergence tolerances: largest proposed step in natural units
         (centre in px, amplitude and sigmas roughly relative) and relative
         decrease of the robust cost (see the module doc).
+    model : {"tied", "free"}
+        ``"tied"``: amplitude ``gamma / (2 pi sqrt|Sigma|)`` (Eq. 4); ``"free"``: fitted.
+    gamma : float
+        Heatmap scale of the tied model (the networks' training targets: 100).
 
     Returns
     -------
@@ -438,16 +507,28 @@ def fit_gaussians(
     """
     if loss not in LOSSES:
         raise ConfigError(f"loss must be one of {LOSSES}, got {loss!r}")
+    tied = _tied_constant(model, gamma)
     heatmaps = torch.as_tensor(heatmaps)
     out_dtype = heatmaps.dtype if heatmaps.is_floating_point() else torch.float32
-    prep = _prepare(heatmaps, window, f_scale, init_sigma, dtype or out_dtype)
-    p, converged = _levenberg_marquardt(prep, loss, iterations, xtol, ftol)
+    prep = _prepare(heatmaps, window, f_scale, init_sigma, dtype or out_dtype, tied)
+    p, converged = _levenberg_marquardt(prep, loss, iterations, xtol, ftol, tied)
     f, _ = gaussian_model(p, prep["xs"], prep["ys"], jacobian=False)
     ssq = f.sub_(prep["vals"]).square_().mul_(prep["mask"]).sum(-1)
     rms = torch.sqrt(ssq / prep["mask"].sum(-1).clamp_min(1.0))
     base = torch.stack([prep["ix"], prep["iy"]], -1).to(p.dtype)
     fit = _assemble(heatmaps.shape[:2], p[:, 0], p[:, 1:3] + base, _params_to_cov(p), rms, converged, out_dtype)
     return flag_degenerate(fit, heatmaps)  # flat / non-finite heatmaps: NaN, converged=False
+
+
+def _tied_constant(model: str, gamma: float) -> float | None:
+    """``gamma / (2 pi)`` for the tied model, None for the free one."""
+    if model not in FIT_MODELS:
+        raise ConfigError(f"model must be one of {FIT_MODELS}, got {model!r}")
+    if model == "free":
+        return None
+    if not gamma > 0:
+        raise ConfigError(f"gamma must be > 0, got {gamma!r}")
+    return float(gamma) / (2.0 * math.pi)
 
 
 def _assemble(bn, amp: Tensor, center: Tensor, cov: Tensor, rms: Tensor, converged: Tensor, dtype) -> GaussianFit:
@@ -484,9 +565,11 @@ def _model_np(p: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray
 def fit_gaussian_scipy(
     heatmap: np.ndarray,
     window: int = 15,
-    loss: str = "soft_l1",
+    loss: str = "linear",
     f_scale: float = 0.1,
     init_sigma: float | None = None,
+    model: str = "tied",
+    gamma: float = 100.0,
     **lsq_kwargs,
 ) -> dict:
     """Reference fit of one heatmap with ``scipy.optimize.least_squares(method="trf")``.
@@ -500,7 +583,7 @@ def fit_gaussian_scipy(
     ----------
     heatmap : np.ndarray
         ``(H, W)`` heatmap.
-    window, loss, f_scale, init_sigma
+    window, loss, f_scale, init_sigma, model, gamma
         As in :func:`fit_gaussians` (``f_scale`` relative to the peak value).
     **lsq_kwargs
         Passed to ``least_squares`` (e.g. ``ftol``, ``xtol``, ``gtol``).
@@ -520,18 +603,31 @@ def fit_gaussian_scipy(
         raise ConfigError(f"heatmap must be (H, W), got shape {tuple(hm.shape)}")
     if degenerate_heatmaps(hm):  # flat / non-finite: no fit (scipy would raise on NaN residuals)
         return degenerate_fit_dict()
-    prep = _prepare(hm[None, None], window, f_scale, init_sigma, torch.float64)
+    tied = _tied_constant(model, gamma)
+    prep = _prepare(hm[None, None], window, f_scale, init_sigma, torch.float64, tied)
     keep = prep["mask"][0].numpy() > 0
     vals, xs, ys = prep["vals"][0].numpy()[keep], prep["xs"].numpy()[keep], prep["ys"].numpy()[keep]
+    if tied is None:
+        full = lambda x: x  # noqa: E731
+        reduce = lambda x, jac: jac  # noqa: E731
+        x0 = prep["p0"][0].numpy()
+    else:  # Eq. 4: A = gamma / (2 pi) e^(u + v); solve for (mu_x, mu_y, u, w, v)
+        full = lambda x: np.concatenate([[tied * np.exp(x[2] + x[4])], x])  # noqa: E731
+
+        def reduce(x, jac):
+            return jac[:, 1:] + jac[:, :1] * full(x)[0] * np.array([0.0, 0.0, 1.0, 0.0, 1.0])
+
+        x0 = prep["p0"][0].numpy()[1:]
     res = least_squares(
-        lambda p: _model_np(p, xs, ys)[0] - vals,
-        prep["p0"][0].numpy(),
-        jac=lambda p: _model_np(p, xs, ys)[1],
+        lambda x: _model_np(full(x), xs, ys)[0] - vals,
+        x0,
+        jac=lambda x: reduce(x, _model_np(full(x), xs, ys)[1]),
         method="trf",
         loss=loss,
         f_scale=float(prep["scale"][0]),
         **lsq_kwargs,
     )
+    res.x = full(res.x)
     p = torch.as_tensor(res.x)[None]
     cov = _params_to_cov(p)[0].numpy()
     theta, s_maj, s_min = cov_to_params(cov)
@@ -550,11 +646,12 @@ def fit_gaussian_scipy(
     }
 
 
-def fit_gaussians_scipy(heatmaps, window: int = 15, loss: str = "soft_l1", f_scale: float = 0.1, init_sigma=None, **lsq_kwargs) -> GaussianFit:
+def fit_gaussians_scipy(heatmaps, window: int = 15, loss: str = "linear", f_scale: float = 0.1, init_sigma=None,
+                        model: str = "tied", gamma: float = 100.0, **lsq_kwargs) -> GaussianFit:
     """:func:`fit_gaussian_scipy` looped over a ``(B, N, H, W)`` array; returns a float64 CPU :class:`GaussianFit`."""
     arr = heatmaps.detach().cpu().numpy() if isinstance(heatmaps, Tensor) else np.asarray(heatmaps)
     b, n = arr.shape[:2]
-    fits = [fit_gaussian_scipy(h, window, loss, f_scale, init_sigma, **lsq_kwargs) for h in arr.reshape(b * n, *arr.shape[2:])]
+    fits = [fit_gaussian_scipy(h, window, loss, f_scale, init_sigma, model, gamma, **lsq_kwargs) for h in arr.reshape(b * n, *arr.shape[2:])]
     stack = lambda key, dt=torch.float64: torch.as_tensor(np.array([f[key] for f in fits]), dtype=dt)  # noqa: E731
     return GaussianFit(
         amplitude=stack("amplitude").reshape(b, n),
