@@ -558,7 +558,19 @@ def test_class_probabilities_needs_sample_axis():
         C.class_probabilities(np.zeros((0, 3, 19, 2)))
 
 
-@pytest.mark.parametrize("bad_value, word", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])
+def test_nan_landmark_makes_only_its_measures_undefined():
+    lm = random_shapes(4, seed=12)
+    ref = C.measure_values(lm)
+    lm[2, IDX["gonion"], 1] = np.nan  # gonion enters ODI (mandibular plane), FHI (posterior height), FMA
+    vals, cls = C.measure_values(lm), C.classify_all(lm)
+    for m in C.MEASURES:
+        uses_gonion = m in ("ODI", "FHI", "FMA")
+        assert np.isnan(vals[m][2]) == uses_gonion, m
+        assert (cls[m][2] == C.UNDEFINED) == uses_gonion, m
+        np.testing.assert_array_equal(vals[m][[0, 1, 3]], ref[m][[0, 1, 3]])  # other images untouched
+
+
+@pytest.mark.parametrize("bad_value, word", [(np.inf, "inf"), (-np.inf, "inf")])
 def test_non_finite_input(bad_value, word):
     lm = random_shapes(4, seed=12)
     lm[2, IDX["gonion"], 1] = bad_value
@@ -575,8 +587,7 @@ def test_classify_errors():
         C.classify("XYZ", [1.0])
     with pytest.raises(ValueError, match="unknown measure"):
         C.classify("anb", [1.0])  # names are case-sensitive
-    with pytest.raises(ValueError, match="NaN"):
-        C.classify("ANB", [1.0, np.nan])
+    assert C.classify("ANB", [1.0, np.nan]).tolist() == [2, C.UNDEFINED]  # NaN: undefined, not an error
     with pytest.raises(ValueError):
         C.classify("ANB", ["a"])
     with pytest.raises(ValueError, match="19, 2"):
@@ -586,5 +597,5 @@ def test_classify_errors():
 def test_fhi_degenerate():
     lm = base()
     put(lm, "menton", get(lm, "nasion"))
-    with pytest.raises(ValueError, match="nasion and menton"):
-        C.fhi(lm)
+    assert np.isnan(C.fhi(lm))  # anterior face height 0: undefined, not a number
+    assert C.classify_all(lm)["FHI"] == C.UNDEFINED and C.class_name("FHI", C.UNDEFINED) == "undefined"

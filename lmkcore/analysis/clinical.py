@@ -38,6 +38,14 @@ Conventions
   ISBI image. The signed terms of ODI/APDI and the sign of MW assume this;
   mirror left-facing images (x -> -x) first.
 * Angles are in degrees, FHI is a dimensionless ratio, MW is in mm.
+* Undefined measures are NaN, never a confident number: an angle whose
+  defining vector has zero length (e.g. sella = nasion makes SNA, SNB, ANB and
+  FMA undefined), FHI with nasion = menton, and every measure using a NaN
+  landmark (a flagged, degenerate prediction). Their class is
+  :data:`UNDEFINED` (-1, name "undefined"); :func:`class_probabilities` counts
+  such samples in no class (``return_undefined=True`` gives their fraction) and
+  :func:`class_count_table` counts them in an ``undefined`` column. Infinite
+  coordinates are an error.
 * Angles between vectors are unsigned, ``atan2(|cross(u, v)|, dot(u, v))`` in
   [0, 180]; where the challenge gives a term a sign, it is decided by
   ``cross(u, v) = u_x v_y - u_y v_x``. Because y points down, ``cross > 0``
@@ -83,6 +91,10 @@ __all__ = [
     "classify_all",
     "class_probabilities",
     "class_entropy",
+    "class_count_table",
+    "UNDEFINED",
+    "UNDEFINED_NAME",
+    "class_name",
 ]
 
 _N_LANDMARKS = len(ISBI_LANDMARK_NAMES)
@@ -121,6 +133,17 @@ N_CLASSES: Dict[str, int] = {m: len(names) for m, names in CLASS_NAMES.items()}
 
 #: The integer class that means "normal" (the challenge's C1) for every measure.
 NORMAL_CLASS = 0
+
+#: The class of an undefined (NaN) measure value, e.g. coincident defining landmarks.
+UNDEFINED = -1
+#: Name of :data:`UNDEFINED`.
+UNDEFINED_NAME = "undefined"
+
+
+def class_name(measure: str, k: int) -> str:
+    """Human-readable name of class ``k`` of ``measure`` (``"undefined"`` for :data:`UNDEFINED`)."""
+    _check_measure(measure)
+    return UNDEFINED_NAME if int(k) == UNDEFINED else CLASS_NAMES[measure][int(k)]
 
 #: ``measure -> (low, high, class_below_low, class_above_high)`` for the seven
 #: interval-type measures, from [W16] Table 2 and [REF]; ``low <= v <= high``
@@ -166,19 +189,18 @@ def _as_landmarks(landmarks_mm, *, name: str = "landmarks_mm", min_ndim: int = 2
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:
-    """Raise a clear error on NaN/inf. Fast path: one pairwise sum."""
+    """Raise a clear error on inf (NaN marks an undefined landmark and is allowed). Fast path: one sum."""
     if arr.size == 0:
         return
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.sum(arr, dtype=np.float64)
     if np.isfinite(total):
         return
-    n_nan = int(np.count_nonzero(np.isnan(arr)))
     n_inf = int(np.count_nonzero(np.isinf(arr)))
-    if n_nan or n_inf:
+    if n_inf:
         raise ConfigError(
-            f"{name} contains NaN or infinite values ({n_nan} NaN, {n_inf} inf); "
-            "every landmark coordinate must be finite"
+            f"{name} contains infinite values ({n_inf} inf); landmark coordinates must be finite "
+            "(or NaN for an undefined landmark)"
         )
 
 
@@ -227,8 +249,10 @@ def _cross(u, v) -> np.ndarray:
 
 
 def _angle(u, v) -> np.ndarray:
-    """Unsigned angle between vectors u and v in degrees, in [0, 180]."""
-    return np.degrees(np.arctan2(np.abs(_cross(u, v)), _dot(u, v)))
+    """Unsigned angle between vectors u and v in degrees, in [0, 180]; NaN if either has zero length."""
+    ang = np.degrees(np.arctan2(np.abs(_cross(u, v)), _dot(u, v)))
+    zero = ((u[0] == 0) & (u[1] == 0)) | ((v[0] == 0) & (v[1] == 0))
+    return np.where(zero, np.nan, ang)
 
 
 # --------------------------------------------------------------------------
@@ -277,12 +301,9 @@ def _apdi(p: _Points) -> np.ndarray:
 def _fhi(p: _Points) -> np.ndarray:
     pfh = np.hypot(*p.vec("sella", "gonion"))
     afh = np.hypot(*p.vec("nasion", "menton"))
-    if np.any(afh == 0):
-        raise ConfigError(
-            "FHI is undefined: nasion and menton coincide (anterior face height 0) "
-            "in at least one landmark set"
-        )
-    return pfh / afh
+    # undefined (NaN) where nasion and menton coincide (anterior face height 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(afh == 0, np.nan, pfh / np.where(afh == 0, 1.0, afh))
 
 
 def _fma(p: _Points) -> np.ndarray:
@@ -320,6 +341,7 @@ def _classify_core(measure: str, values: np.ndarray, mw_edge_tol: float) -> np.n
         cls[np.abs(values) <= tol] = 1  # edge to edge
         cls[(values >= lo) & (values <= hi)] = 0  # normal
         cls[values > hi] = 3  # large overjet
+        cls[np.isnan(values)] = UNDEFINED
         return cls
     low, high, below, above = THRESHOLDS[measure]
     lo = values.dtype.type(low)
@@ -327,6 +349,7 @@ def _classify_core(measure: str, values: np.ndarray, mw_edge_tol: float) -> np.n
     cls = np.zeros(values.shape, dtype=np.int8)
     cls[values < lo] = below
     cls[values > hi] = above
+    cls[np.isnan(values)] = UNDEFINED
     return cls
 
 
@@ -564,7 +587,8 @@ def classify(measure: str, values, *, mw_edge_tol: float = 0.0) -> np.ndarray:
     classes and special cases, see :func:`mw`; ``mw_edge_tol`` (mm, default 0
     = the challenge's exact ``MW == 0``) widens its edge-to-edge class.
 
-    Raises ``ValueError`` for an unknown measure or NaN values.
+    NaN values (undefined measures) get :data:`UNDEFINED` (-1).
+    Raises ``ValueError`` for an unknown measure.
     """
     _check_measure(measure)
     tol = _check_tol(mw_edge_tol)
@@ -573,8 +597,6 @@ def classify(measure: str, values, *, mw_edge_tol: float = 0.0) -> np.ndarray:
         raise ConfigError(f"values for {measure} must be real numbers; got dtype {vals.dtype}")
     if vals.dtype.kind != "f":
         vals = vals.astype(np.float64)
-    if np.isnan(vals).any():
-        raise ConfigError(f"values for {measure} contain NaN; cannot classify")
     return _classify_core(measure, vals, tol)
 
 
@@ -589,15 +611,18 @@ def classify_all(landmarks_mm, *, mw_edge_tol: float = 0.0) -> Dict[str, np.ndar
 
 
 def class_probabilities(
-    sampled_landmarks_mm, *, mw_edge_tol: float = 0.0
-) -> Dict[str, np.ndarray]:
+    sampled_landmarks_mm, *, mw_edge_tol: float = 0.0, return_undefined: bool = False
+):
     """Fraction of samples in each class, per measure.
 
     Input: ``(S, ..., 19, 2)`` - S landmark samples (e.g. from a predictive
     distribution) for each of the ``...`` images, in mm.
     Output: ``{measure: float64 array (..., K)}`` with ``K = N_CLASSES[measure]``
     (3; 4 for MW); entry ``[..., k]`` is the fraction of the S samples whose
-    class is k, so each row sums to 1. Computed in chunks over the images
+    class is k, so each row sums to 1 - the fraction of samples for which
+    the measure is undefined (:data:`UNDEFINED`; 0 for finite, non-coincident
+    landmarks). With ``return_undefined`` also returns ``{measure: (...)}``
+    float64, that undefined fraction. Computed in chunks over the images
     (about ``2**17`` sample-instances at a time) to bound memory.
     """
     tol = _check_tol(mw_edge_tol)
@@ -608,22 +633,24 @@ def class_probabilities(
     batch = lm.shape[1:-2]
     flat = lm.reshape(n_samples, -1, _N_LANDMARKS, 2)
     n_img = flat.shape[1]
-    counts = {m: np.zeros((n_img, N_CLASSES[m]), dtype=np.int64) for m in MEASURES}
+    counts = {m: np.zeros((n_img, N_CLASSES[m] + 1), dtype=np.int64) for m in MEASURES}  # last: undefined
     step = max(1, _CHUNK // n_samples)
     for start in range(0, n_img, step):
         chunk = flat[:, start : start + step]
         width = chunk.shape[1]
         pts = _Points(chunk)
         for m in MEASURES:
-            k = N_CLASSES[m]
-            cls = _classify_core(m, _CORE[m](pts), tol)
-            flat_idx = cls.astype(np.intp) + k * np.arange(width, dtype=np.intp)
+            k = N_CLASSES[m] + 1
+            cls = _classify_core(m, _CORE[m](pts), tol).astype(np.intp)
+            cls[cls == UNDEFINED] = k - 1
+            flat_idx = cls + k * np.arange(width, dtype=np.intp)
             counts[m][start : start + width] = np.bincount(
                 flat_idx.ravel(), minlength=k * width
             ).reshape(width, k)
-    return {
-        m: (c / n_samples).reshape(batch + (N_CLASSES[m],)) for m, c in counts.items()
-    }
+    probs = {m: (c[:, :-1] / n_samples).reshape(batch + (N_CLASSES[m],)) for m, c in counts.items()}
+    if return_undefined:
+        return probs, {m: (c[:, -1] / n_samples).reshape(batch) for m, c in counts.items()}
+    return probs
 
 
 def class_entropy(probs) -> np.ndarray:
@@ -656,15 +683,18 @@ def class_count_table(classes: dict[str, np.ndarray]):
     Returns
     -------
     pandas.DataFrame
-        Counts; ``C4`` exists for MW only (NaN elsewhere).
+        Counts; ``C4`` exists for MW only (NaN elsewhere); ``undefined``
+        counts the :data:`UNDEFINED` entries (undefined measures).
     """
     import pandas as pd
 
     width = max(N_CLASSES[m] for m in classes)
     rows = {}
     for m, c in classes.items():
-        counts = np.bincount(np.asarray(c).ravel().astype(np.int64), minlength=N_CLASSES[m]).astype(float)
-        rows[m] = np.concatenate([counts, np.full(width - len(counts), np.nan)])
-    df = pd.DataFrame.from_dict(rows, orient="index", columns=[f"C{k + 1}" for k in range(width)])
+        c = np.asarray(c).ravel().astype(np.int64)
+        defined = c[c != UNDEFINED]
+        counts = np.bincount(defined, minlength=N_CLASSES[m]).astype(float)
+        rows[m] = np.concatenate([counts, np.full(width - len(counts), np.nan), [float(c.size - defined.size)]])
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[f"C{k + 1}" for k in range(width)] + [UNDEFINED_NAME])
     df.index.name = "measure"
     return df

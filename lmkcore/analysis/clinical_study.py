@@ -20,7 +20,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from lmkcore.analysis.clinical import MEASURES, classify_all
+from lmkcore.analysis.clinical import MEASURES, UNDEFINED, classify_all
 from lmkcore.analysis.covariance import empirical_cov
 from lmkcore.errors import ConfigError, DataError
 from lmkcore.data.landmarks import ISBI_LANDMARK_NAMES, ISBI_OBSERVER_LANDMARKS, ISBI_SPACING_MM
@@ -88,9 +88,12 @@ def fig9_summary(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
 
     Columns ``<label> acc @f`` (``predicted`` vs ``reference`` over the fraction
     ``f`` of images with the lowest entropy), ``<other_label> acc @f`` (``other``
-    vs ``reference`` in the same order), ``mean entropy`` (nats) and
-    ``entropy AUC`` (probability that a misclassified image has a higher
-    entropy than a correct one; 0.5 = uninformative, NaN if all are right or all wrong).
+    vs ``reference`` in the same order), ``mean entropy`` (nats, over the
+    images where it is defined), ``entropy AUC`` (probability that a
+    misclassified image has a higher entropy than a correct one; 0.5 =
+    uninformative, NaN if all are right or all wrong) and ``undefined`` (images
+    whose predicted class is undefined, e.g. a degenerate landmark; they count
+    as wrong and sort last).
     """
     import pandas as pd
 
@@ -105,8 +108,11 @@ def fig9_summary(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
             ok_o = np.asarray(other[m]) == np.asarray(reference[m])
             _, acc_o = accuracy_vs_fraction(ok_o, entropy[m])
             row.update({f"{other_label} acc @{f:g}": _at(frac, acc_o, f) for f in fractions})
-        row["mean entropy"] = float(np.mean(entropy[m]))
-        row["entropy AUC"] = _auc(entropy[m][~ok], entropy[m][ok])
+        ent = np.asarray(entropy[m], dtype=np.float64)
+        fin = np.isfinite(ent)
+        row["mean entropy"] = float(np.mean(ent[fin])) if fin.any() else float("nan")
+        row["entropy AUC"] = _auc(ent[~ok & fin], ent[ok & fin])
+        row["undefined"] = int(np.count_nonzero(np.asarray(predicted[m]) == UNDEFINED))
         rows[m] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "measure"
@@ -127,14 +133,28 @@ def agreement_table(classes: Dict[str, Dict[str, np.ndarray]], reference: str):
     """Class agreement (%) of every annotation set with ``reference``, per measure.
 
     ``classes``: label -> {measure: (M,) int}. Rows: measures; columns: the
-    labels other than ``reference``.
+    labels other than ``reference`` (agreement over the images where both
+    classes are defined). ``df.attrs["undefined"]`` counts, per measure, the
+    images where some label's class is :data:`~lmkcore.analysis.clinical.UNDEFINED`
+    (:func:`lmkcore.analysis.clinical.class_count_table` shows them per label).
     """
     import pandas as pd
 
     ref = classes[reference]
-    data = {lab: {m: 100.0 * float(np.mean(np.asarray(c[m]) == np.asarray(ref[m]))) for m in MEASURES}
-            for lab, c in classes.items() if lab != reference}
+    data: dict = {}
+    undefined = {m: np.asarray(ref[m]) == UNDEFINED for m in MEASURES}
+    for lab, c in classes.items():
+        if lab == reference:
+            continue
+        row = {}
+        for m in MEASURES:
+            a, b = np.asarray(c[m]), np.asarray(ref[m])
+            both = (a != UNDEFINED) & (b != UNDEFINED)
+            undefined[m] = undefined[m] | (a == UNDEFINED)
+            row[m] = 100.0 * float(np.mean(a[both] == b[both])) if both.any() else float("nan")
+        data[lab] = row
     df = pd.DataFrame(data)
+    df.attrs["undefined"] = {m: int(np.count_nonzero(u)) for m, u in undefined.items()}
     df.index.name = f"measure (agreement with {reference}, %)"
     return df
 
@@ -178,14 +198,12 @@ class RealAnnotations:
 
 def shared_annotation_dir() -> list[Path]:
     """Candidate ``setup_ann`` folders: ``$LMKCORE_SHARED_DATA/HeatmapUncertainty/setup_ann``
-    (the variable names the shared ``data`` folder), then ``../shared/data/HeatmapUncertainty/setup_ann``
-    beside the repository root."""
+    (the variable names the shared ``data`` folder; ``run_all.sh`` sets it to ``../shared/data`` beside
+    the checkout when unset). Never looked up relative to the installed package."""
     out = []
     env = os.environ.get("LMKCORE_SHARED_DATA")
     if env:
         out.append(Path(env).expanduser() / "HeatmapUncertainty" / "setup_ann")
-    repo = Path(__file__).resolve().parents[2]
-    out.append(repo.parent / "shared" / "data" / "HeatmapUncertainty" / "setup_ann")
     return out
 
 

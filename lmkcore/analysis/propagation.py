@@ -15,6 +15,13 @@ image frame (x right, y down):
   normalised to a probability mass over its pixels and sampled directly
   (pixel by inverse CDF, then uniform within the pixel).
 
+Undefined landmarks (a degenerate heatmap: flat, all-zero or non-finite, so
+its prediction is NaN) are carried as NaN samples; every measure that uses
+them is then undefined for that image (:data:`lmkcore.analysis.clinical.UNDEFINED`),
+never a confident class: :class:`ClassUncertainty` holds the fraction of
+undefined samples, most probable class -1 and entropy NaN where a measure is
+undefined for all samples, and :meth:`ClassUncertainty.undefined_counts` counts them.
+
 Any object with ``n_images``, ``n_landmarks`` and ``sample(index, n_samples,
 rng) -> (S, N, 2) mm`` can be passed to :func:`propagate`.
 
@@ -29,7 +36,7 @@ from typing import Dict, Protocol, Sequence
 
 import numpy as np
 
-from lmkcore.analysis.clinical import MEASURES, N_CLASSES, class_entropy, class_probabilities
+from lmkcore.analysis.clinical import MEASURES, N_CLASSES, UNDEFINED, class_entropy, class_probabilities
 from lmkcore.errors import ConfigError
 
 __all__ = [
@@ -88,7 +95,8 @@ class GaussianLandmarks:
     Attributes
     ----------
     mean_mm : ndarray
-        ``(M, N, 2)`` means ``(x, y)`` in mm.
+        ``(M, N, 2)`` means ``(x, y)`` in mm; a NaN mean marks an undefined
+        landmark (its samples are NaN and its covariance is ignored).
     cov_mm : ndarray
         ``(M, N, 2, 2)`` covariances in mm^2; symmetric positive semi-definite
         (zero allowed: every sample is then the mean).
@@ -107,7 +115,11 @@ class GaussianLandmarks:
             raise ConfigError(
                 f"GaussianLandmarks.cov_mm must have shape {m.shape + (2,)} (M, N, 2, 2); got {self.cov_mm.shape}"
             )
-        for name, arr in (("mean_mm", m), ("cov_mm", self.cov_mm)):
+        undefined = np.isnan(m).any(-1)
+        if undefined.any():
+            self.mean_mm = m = np.where(undefined[..., None], np.nan, m)
+            self.cov_mm = np.where(undefined[..., None, None], 0.0, self.cov_mm)
+        for name, arr in (("mean_mm", np.where(undefined[..., None], 0.0, m)), ("cov_mm", self.cov_mm)):
             if not np.isfinite(arr).all():
                 bad = np.argwhere(~np.isfinite(arr).reshape(arr.shape[0], arr.shape[1], -1).all(-1))[0]
                 raise ConfigError(
@@ -155,7 +167,8 @@ class HeatmapLandmarks:
     Pixel ``(col c, row r)`` of ``heatmaps[i, k]`` is centred at heatmap pixel
     ``origin_px[i, k] + (c, r)``; a heatmap position ``p`` (px) maps to
     ``p * scale_mm[i] + offset_mm[i]`` mm. Weights are the heatmap values
-    clipped at 0 and normalised to sum 1 per landmark.
+    clipped at 0 and normalised to sum 1 per landmark; a heatmap without a
+    positive value (all zero, flat at <= 0, or all NaN) is undefined: its samples are NaN.
 
     Attributes
     ----------
@@ -185,10 +198,8 @@ class HeatmapLandmarks:
         m, n, hh, ww = h.shape
         w = np.clip(np.nan_to_num(h.astype(np.float64), nan=0.0), 0.0, None).reshape(m, n, hh * ww)
         total = w.sum(-1)
-        if (total <= 0).any():
-            i, k = np.argwhere(total <= 0)[0]
-            raise ConfigError(f"HeatmapLandmarks.heatmaps[{i}, {k}] has no positive value; cannot normalise")
-        self._prob = w / total[..., None]
+        self._undefined = ~(total > 0)
+        self._prob = w / np.where(self._undefined, 1.0, total)[..., None]
         cdf = np.cumsum(self._prob, axis=-1)
         cdf[..., -1] = 1.0
         self._cdf = cdf
@@ -227,7 +238,9 @@ class HeatmapLandmarks:
         if self.jitter:
             px += rng.random((n_samples, n, 2)) - 0.5
         px += self.origin_px[index]
-        return px * self.scale_mm[index] + self.offset_mm[index]
+        out = px * self.scale_mm[index] + self.offset_mm[index]
+        out[:, self._undefined[index]] = np.nan  # no positive heatmap value: undefined landmark
+        return out
 
     def moments_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean ``(M, N, 2)`` mm and covariance ``(M, N, 2, 2)`` mm^2 of the sampled density.
@@ -348,26 +361,53 @@ class ClassUncertainty:
         measure -> ``(M,)`` int8, the argmax of the probabilities (ties: the
         lower class index, i.e. "normal" first).
     entropy : dict
-        measure -> ``(M,)`` Shannon entropy of the probabilities in nats.
+        measure -> ``(M,)`` Shannon entropy of the probabilities in nats
+        (over the samples where the measure is defined; NaN if it is defined
+        for none).
     n_samples : int
+    undefined : dict
+        measure -> ``(M,)`` fraction of samples for which the measure is
+        undefined (coincident or NaN defining landmarks); the probabilities
+        sum to ``1 - undefined``. Where it exceeds every class probability the
+        most probable class is :data:`~lmkcore.analysis.clinical.UNDEFINED` (-1).
     """
 
     probabilities: Dict[str, np.ndarray]
     most_probable: Dict[str, np.ndarray]
     entropy: Dict[str, np.ndarray]
     n_samples: int
+    undefined: Dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.undefined is None:
+            self.undefined = {m: np.clip(1.0 - p.sum(-1), 0.0, 1.0) for m, p in self.probabilities.items()}
 
     @classmethod
-    def from_probabilities(cls, probabilities: Dict[str, np.ndarray], n_samples: int) -> "ClassUncertainty":
-        most = {m: np.argmax(p, axis=-1).astype(np.int8) for m, p in probabilities.items()}
-        ent = {m: class_entropy(p) for m, p in probabilities.items()}
-        return cls(dict(probabilities), most, ent, int(n_samples))
+    def from_probabilities(cls, probabilities: Dict[str, np.ndarray], n_samples: int,
+                           undefined: Dict[str, np.ndarray] | None = None) -> "ClassUncertainty":
+        if undefined is None:
+            undefined = {m: np.clip(1.0 - p.sum(-1), 0.0, 1.0) for m, p in probabilities.items()}
+        most, ent = {}, {}
+        for m, p in probabilities.items():
+            u = np.asarray(undefined[m], dtype=np.float64)
+            c = np.argmax(p, axis=-1).astype(np.int8)
+            most[m] = np.where(u > p.max(axis=-1), np.int8(UNDEFINED), c).astype(np.int8)
+            defined = u < 1.0
+            e = np.full(u.shape, np.nan)
+            e[defined] = class_entropy(p[defined] / (1.0 - u[defined])[..., None])
+            ent[m] = e
+        return cls(dict(probabilities), most, ent, int(n_samples), dict(undefined))
 
     def subset(self, rows) -> "ClassUncertainty":
         """The same for image rows ``rows`` (indices or a bool mask)."""
         return ClassUncertainty({m: p[rows] for m, p in self.probabilities.items()},
                                 {m: c[rows] for m, c in self.most_probable.items()},
-                                {m: e[rows] for m, e in self.entropy.items()}, self.n_samples)
+                                {m: e[rows] for m, e in self.entropy.items()}, self.n_samples,
+                                {m: u[rows] for m, u in self.undefined.items()})
+
+    def undefined_counts(self) -> Dict[str, int]:
+        """measure -> number of images whose most probable class is undefined (for reports)."""
+        return {m: int(np.count_nonzero(c == UNDEFINED)) for m, c in self.most_probable.items()}
 
 
 def propagate(distribution: LandmarkDistribution, n_samples: int = 10_000, seed=0,
@@ -399,13 +439,15 @@ def propagate(distribution: LandmarkDistribution, n_samples: int = 10_000, seed=
         raise ConfigError(f"chunk_images must be a positive integer; got {chunk_images!r}")
     rngs = image_rngs(seed, n_img)
     probs = {m: np.empty((n_img, N_CLASSES[m])) for m in MEASURES}
+    undefined = {m: np.empty(n_img) for m in MEASURES}
     buf = np.empty((n_samples, min(chunk_images, max(n_img, 1)), distribution.n_landmarks, 2))
     for start in range(0, n_img, chunk_images):
         stop = min(start + chunk_images, n_img)
         part = buf[:, : stop - start]
         for j, i in enumerate(range(start, stop)):
             part[:, j] = distribution.sample(i, n_samples, rngs[i])
-        p = class_probabilities(part, mw_edge_tol=mw_edge_tol)
+        p, u = class_probabilities(part, mw_edge_tol=mw_edge_tol, return_undefined=True)
         for m in MEASURES:
             probs[m][start:stop] = p[m]
-    return ClassUncertainty.from_probabilities(probs, n_samples)
+            undefined[m][start:stop] = u[m]
+    return ClassUncertainty.from_probabilities(probs, n_samples, undefined)
