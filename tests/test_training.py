@@ -151,5 +151,8 @@ def test_unloadable_checkpoint_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad.pt"
     with open(bad, "wb") as fh:
         pickle.dump({"lr": np.float64(0.1)}, fh)  # not plain tensors/containers
+    from lmkcore.data.integrity import write_checksum
+
+    write_checksum(bad)  # a valid checksum: the weights_only check is what must refuse it
     with pytest.raises(DataError, match=r"bad\.pt: not a loadable lmkcore checkpoint"):
         load_checkpoint(bad)

@@ -11,6 +11,7 @@ uninterrupted run (on CPU; GPU kernels may add non-determinism).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from lmkcore.progress import progress as tqdm  # plain-text bars (final state ke
 from lmkcore.training.augment import AugmentConfig, apply_params, sample_params
 from lmkcore.training.losses import gaussian_nll, onehot_nll
 from lmkcore.data.loader import LandmarkImageDataset
+from lmkcore.data.integrity import IntegrityError, read_verified, write_verified
 from lmkcore.errors import ConfigError, DataError
 from lmkcore.training.targets import CONVENTIONS, HeatmapTarget
 from lmkcore.models import build_model
@@ -235,11 +237,9 @@ def normalise_images(images: torch.Tensor) -> torch.Tensor:
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file, then rename: a checkpoint is complete or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_verified(path, buf.getvalue())  # unique temporary name + SHA-256 beside it (lmkcore.data.integrity)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -253,7 +253,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     import pickle
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        data = read_verified(path)  # checked against its SHA-256 (lmkcore.data.integrity)
+    except IntegrityError as err:
+        raise DataError(f"{err}; delete {path} to retrain") from None
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{path}: not a loadable lmkcore checkpoint ({first[:120]}); delete it to retrain") from None
