@@ -40,9 +40,11 @@ class Profile:
     optimizer, lr : str, float
         ``"nesterov"`` with lr 1e-6 (the papers) or ``"adam"`` (fast runs).
     lr_schedule : str
-        ``"constant"`` (the papers) or ``"cosine"``.
+        ``"step"`` (Thaler et al.'s code: x0.5 at 50 %, x0.1 of the base at 75 %),
+        ``"constant"`` (Payer et al. 2019) or ``"cosine"`` (fast runs).
     l2_lambda : float
-        L2 weight term (Thaler et al. 2021: 0.001).
+        Weight term ``l2_lambda ||w||^2`` added to the loss as computed (the
+        authors' ``0.001 * l2_loss(w)`` beside their half squared error = 0.0005).
     augment : dict
         :class:`~lmkcore.training.augment.AugmentConfig` fields.
     mc_samples : int
@@ -50,6 +52,13 @@ class Profile:
     target_lr_scale : float
         Learning-rate multiplier of the learned heatmap sigmas (papers: 1; short
         runs use 10 so that Sigma converges within the run).
+    clip_grad_norm : float or None
+        Global gradient-norm clip (the authors' code: 10,000).
+    convention_overrides : tuple
+        ``((convention, ((field, value), ...)), ...)``: TrainConfig fields that
+        this profile sets for methods of one target convention, e.g. Payer et
+        al. 2019's own schedule for the ``"payer"`` rows of the ``paper`` profile.
+        Applied over the profile's fields, under the method's and the caller's.
     """
 
     name: str
@@ -66,17 +75,25 @@ class Profile:
     augment: tuple = ()
     mc_samples: int = 20
     target_lr_scale: float = 1.0
+    clip_grad_norm: float | None = 1000.0
+    convention_overrides: tuple = ()
 
     def train_config(self, **overrides: Any):
-        """A :class:`~lmkcore.training.trainer.TrainConfig` with this profile's settings."""
+        """A :class:`~lmkcore.training.trainer.TrainConfig` with this profile's settings.
+
+        Precedence: profile fields < :attr:`convention_overrides` of the run's convention
+        (``overrides["convention"]`` or the TrainConfig default) < ``overrides``.
+        """
         from lmkcore.training.augment import AugmentConfig
         from lmkcore.training.trainer import TrainConfig
 
         kw = dict(iterations=self.iterations, num_filters=self.num_filters, batch_size=self.batch_size,
                   optimizer=self.optimizer, lr=self.lr, lr_schedule=self.lr_schedule, l2_lambda=self.l2_lambda,
-                  target_lr_scale=self.target_lr_scale,
-                  augment=AugmentConfig(**dict(self.augment)),
-                  checkpoint_every=max(self.iterations // 4, 1), log_every=max(self.iterations // 40, 1))
+                  target_lr_scale=self.target_lr_scale, clip_grad_norm=self.clip_grad_norm,
+                  augment=AugmentConfig(**dict(self.augment)))
+        convention = overrides.get("convention", TrainConfig.convention)
+        kw.update(dict(dict(self.convention_overrides).get(convention, ())))
+        kw.update(checkpoint_every=max(int(kw["iterations"]) // 4, 1), log_every=max(int(kw["iterations"]) // 40, 1))
         kw.update(overrides)
         return TrainConfig(**kw)
 
@@ -84,6 +101,12 @@ class Profile:
         """A copy with some fields changed (e.g. a shorter run for a sweep)."""
         return replace(self, **changes)
 
+
+#: Payer et al. 2019's own cephalogram settings (Sec. 3, 4.3; code ``cep/main.py``) for the ``"payer"``-convention
+#: rows of the paper profile: 30,000 iterations, constant lr 1e-6, sigma init 2.5 px (code; the text gives none),
+#: alpha = 20 (the convention's default), 0.001 * l2_loss(w) = 0.0005 ||w||^2, clip 10,000 (code).
+PAYER_2019_OVERRIDES = (("iterations", 30000), ("lr_schedule", "constant"), ("init_sigma", 2.5), ("l2_lambda", 5e-4),
+                        ("clip_grad_norm", 1e4))
 
 #: Payer et al. (2019), Sec. 3: intensity x[0.75, 1.25] + [-0.25, 0.25], translation +-20 px (of 512),
 #: rotation +-15 deg, scale [0.6, 1.4], elastic: control points moved by up to 5 px.
@@ -101,11 +124,14 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", synthetic_images=400, synthetic_width=192, input_width=128, iterations=800,
                      num_filters=16, batch_size=4, optimizer="adam", lr=1e-3, lr_schedule="cosine",
                      l2_lambda=1e-3, augment=FAST_AUGMENT, mc_samples=10, target_lr_scale=10.0),
-    # Thaler et al. (2021), Sec. 4.1: SCN defaults, 40,000 iterations, Nesterov lr 1e-6, momentum 0.99,
-    # batch 1, lambda 0.001; Payer et al. (2019): 512 px input (ISBI 1935 x 2400 -> 416 x 516 keeps the aspect).
+    # Thaler et al. (2021), Sec. 4.1 and their code (melba_cep/main.py): SCN defaults, 40,000 iterations, batch 1,
+    # Nesterov lr 1e-6 momentum 0.99, x0.5 at 20,000 and x0.1 at 30,000, global-norm clip 10,000,
+    # 0.001 * l2_loss(w) = 0.0005 ||w||^2; Payer et al. (2019): 512 px input (1935 x 2400 -> 416 x 516 keeps the
+    # aspect). The "payer" rows use Payer et al. 2019's own schedule. Every row: lmkcore.training.ledger.
     "paper": Profile("paper", synthetic_images=400, synthetic_width=768, input_width=416, iterations=40000,
-                     num_filters=128, batch_size=1, optimizer="nesterov", lr=1e-6, lr_schedule="constant",
-                     l2_lambda=1e-3, augment=PAPER_AUGMENT, mc_samples=20),
+                     num_filters=128, batch_size=1, optimizer="nesterov", lr=1e-6, lr_schedule="step",
+                     l2_lambda=5e-4, augment=PAPER_AUGMENT, mc_samples=20, clip_grad_norm=1e4,
+                     convention_overrides=(("payer", PAYER_2019_OVERRIDES),)),
 }
 
 
