@@ -8,6 +8,10 @@
 ``paper``
     The papers' settings (full resolution, full training schedules): GPU and
     real data.
+``paper-dry``
+    ``paper`` in every size (input size and spacing, filters, widths, batch, MC
+    samples, windows) but 2 training iterations (1 epoch for epoch schedules) and
+    the first 4 images of every split: runs every ``paper`` code path on a CPU.
 """
 from __future__ import annotations
 
@@ -59,6 +63,13 @@ class Profile:
         this profile sets for methods of one target convention, e.g. Payer et
         al. 2019's own schedule for the ``"payer"`` rows of the ``paper`` profile.
         Applied over the profile's fields, under the method's and the caller's.
+    base : str
+        The profile whose sizes and notebook branches this one follows (``""``:
+        itself); ``paper-dry`` follows ``paper``. See :attr:`sizes`.
+    split_images : int or None
+        Keep only the first this many images of every split (None: all).
+    max_epochs : int or None
+        Cap of epoch-based schedules (None: the schedule's own).
     """
 
     name: str
@@ -77,6 +88,38 @@ class Profile:
     target_lr_scale: float = 1.0
     clip_grad_norm: float | None = 1000.0
     convention_overrides: tuple = ()
+    base: str = ""
+    split_images: int | None = None
+    max_epochs: int | None = None
+
+    @property
+    def sizes(self) -> str:
+        """Name of the profile whose sizes and notebook branches apply (``paper`` for ``paper-dry``)."""
+        return self.base or self.name
+
+    def restrict(self, record):
+        """``record`` cut to :attr:`split_images` images per split (unchanged when None).
+
+        Every split keeps its first ``split_images`` ids; a split that is the union of other splits (e.g.
+        ``test_all`` = ``test1`` + ``test2``) also keeps their kept ids, so the parts stay inside the whole.
+        The record then holds only the kept images (in its own order).
+        """
+        n = self.split_images
+        if n is None:
+            return record
+        if not record.splits:
+            return record.subset(list(record.ids)[:n])
+        sets = {k: set(v) for k, v in record.splits.items()}
+        first = {k: set(list(v)[:n]) for k, v in record.splits.items()}
+        kept_per_split = {}
+        for k, ids in record.splits.items():
+            keep = set(first[k])
+            parts = [o for o, members in sets.items() if o != k and members < sets[k]]
+            if parts and set().union(*(sets[o] for o in parts)) == sets[k]:
+                keep = keep.union(*(first[o] for o in parts))
+            kept_per_split[k] = [i for i in ids if i in keep]
+        kept = set().union(*kept_per_split.values())
+        return record.subset([i for i in record.ids if i in kept]).with_splits(kept_per_split)
 
     def train_config(self, **overrides: Any):
         """A :class:`~lmkcore.training.trainer.TrainConfig` with this profile's settings.
@@ -133,6 +176,17 @@ PROFILES: dict[str, Profile] = {
                      l2_lambda=5e-4, augment=PAPER_AUGMENT, mc_samples=20, clip_grad_norm=1e4,
                      convention_overrides=(("payer", PAYER_2019_OVERRIDES),)),
 }
+
+
+def _dry_run(paper: Profile) -> Profile:
+    """``paper`` with 2 training iterations (also in its convention overrides), 1 epoch and 4 images per split."""
+    overrides = tuple((conv, tuple((k, 2 if k == "iterations" else v) for k, v in fields))
+                      for conv, fields in paper.convention_overrides)
+    return replace(paper, name="paper-dry", base="paper", iterations=2, convention_overrides=overrides,
+                   split_images=4, max_epochs=1)
+
+
+PROFILES["paper-dry"] = _dry_run(PROFILES["paper"])
 
 
 def get_profile(name: str) -> Profile:
