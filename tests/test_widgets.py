@@ -1,6 +1,8 @@
 """Widget explorer: content follows every control, geometry matches references, absent caches explain themselves."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -134,10 +136,10 @@ def test_view_geometry_matches_references(cached):
     x0, x1, y0, y1 = v["window"]
     assert v["image_crop"].shape == (y1 - y0, x1 - x0)
     # numbers: error in mm
-    assert v["numbers"]["error vs target (mm)"] == pytest.approx(res.errors_mm("fit")[row, lm])
+    assert v["numbers"]["error vs reference (mm)"] == pytest.approx(res.errors_mm("fit")[row, lm])
     # overview: offsets in mm and the Spearman correlation against scipy
     o = overview_content(src, ExplorerState("A", "scn_aniso", image, lm))
-    off = (res.pred_fit_px[:, lm] - res.target_px[:, lm]) * res.spacing
+    off = (res.pred_fit_px[:, lm] - res.reference_px[:, lm]) * res.spacing
     np.testing.assert_allclose(o["offsets_mm"], off)
     size = np.sqrt(np.linalg.eigvalsh(res.fit_cov_mm[:, lm])).prod(-1)
     assert o["numbers"]["Spearman(Σ̂ size, error)"] == pytest.approx(spearmanr(size, np.linalg.norm(off, axis=-1)).statistic)
@@ -173,14 +175,14 @@ def test_optional_uncertainty_fields_are_shown_when_present(cached):
     assert "ERE (mm)" not in numbers and "PHD-Net confidence (peak)" not in numbers
     res = src.result("A", "scn_aniso")
     m, n = res.fit_ok.shape
-    res.ere_mm = np.arange(m * n, dtype=float).reshape(m, n)
-    res.phd_confidence = np.full((m, n), 0.25)
-    try:
-        numbers = view_content(src, ExplorerState("A", "scn_aniso", res.ids[2], 1))["numbers"]
-        assert numbers["ERE (mm)"] == 2 * n + 1
-        assert numbers["PHD-Net confidence (peak)"] == 0.25
-    finally:
-        del res.ere_mm, res.phd_confidence
+    # typed optional fields of the result (no patching): a copy with them set
+    src._results[("A", "scn_aniso")] = replace(res, ere_mm=np.arange(m * n, dtype=float).reshape(m, n),
+                                               softmax_confidence=np.full((m, n), 0.25))
+    numbers = view_content(src, ExplorerState("A", "scn_aniso", res.ids[2], 1))["numbers"]
+    assert numbers["ERE (mm)"] == 2 * n + 1
+    assert numbers["max softmax probability"] == 0.25
+    assert "PHD-Net confidence (peak)" not in numbers
+    assert res.ere_mm is None  # the cached result itself is unchanged
 
 
 def test_record_without_splits_gives_a_message_not_a_crash(cached, tmp_path):
@@ -220,8 +222,8 @@ def test_ere_of_a_cached_calibration_and_phdnet_results_are_shown(cached, tmp_pa
     pred = {"simple": rec.landmarks[r] + 1.0, "smoothing": rec.landmarks[r] + 0.5}
     peak = {s: np.linspace(0, 1, len(ids) * n).reshape(len(ids), n) for s in pred}
     phd = PHDNetResult(key="k", config={}, ids=ids, val_ids=[], landmark_names=list(rec.landmark_names),
-                       spacing=rec.spacing[r], target_px=rec.landmarks[r], truth_px=None, pred_px=pred, peak=peak,
-                       val_spacing=np.zeros((0, 2)), val_target_px=np.zeros((0, n, 2)), val_pred_px={}, val_peak={},
+                       spacing=rec.spacing[r], reference_px=rec.landmarks[r], truth_px=None, pred_px=pred, peak=peak,
+                       val_spacing=np.zeros((0, 2)), val_reference_px=np.zeros((0, n, 2)), val_pred_px={}, val_peak={},
                        threshold={s: np.full(n, 0.5) for s in pred})
     assert view_content(src, ExplorerState("A", PHDNET, None, 0))["status"] == "missing"
     folder = _phdnet_folder(src, "A", PHDNET)
@@ -232,6 +234,6 @@ def test_ere_of_a_cached_calibration_and_phdnet_results_are_shown(cached, tmp_pa
     v = ex.view
     assert v["status"] == "ok" and v["numbers"]["PHD-Net confidence (peak)"] == peak["smoothing"][0, 0]
     assert v["numbers"]["PHD-Net high confidence"] == 0.0 and not any(e["name"].startswith("Σ") for e in v["ellipses"])
-    assert v["numbers"]["error vs target (mm)"] == pytest.approx(np.hypot(0.5, 0.5) * rec.spacing[r[0], 0])
+    assert v["numbers"]["error vs reference (mm)"] == pytest.approx(np.hypot(0.5, 0.5) * rec.spacing[r[0], 0])
     ex.controls["image"].value = ids[-1]
     assert ex.view["numbers"]["PHD-Net high confidence"] == 1.0

@@ -13,16 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lmkcore.data.geometry import resize_landmarks, working_size  # noqa: F401  (re-exported)
 from lmkcore.errors import ConfigError
 from lmkcore.data.records import LandmarkDataset
-
-
-def working_size(record: LandmarkDataset, width: int) -> tuple[int, int]:
-    """Working ``(W, H)`` for ``width`` pixels, keeping the dataset's median aspect ratio."""
-    if not isinstance(width, (int, np.integer)) or width <= 0:
-        raise ConfigError(f"working width must be a positive integer, got {width!r}")
-    aspect = float(np.median(record.image_size[:, 1] / record.image_size[:, 0]))
-    return int(width), max(1, int(round(width * aspect)))
 
 
 class LandmarkImageDataset(Dataset):
@@ -54,7 +47,7 @@ class LandmarkImageDataset(Dataset):
 
     def __init__(self, record: LandmarkDataset, ids: list[str] | None = None,
                  size: tuple[int, int] | None = None, cache_dir: str | Path | None = None):
-        from lmkcore.data.image_cache import cached_images, resize_landmarks
+        from lmkcore.data.image_cache import cached_images
 
         self.record = record.subset(ids) if ids is not None else record
         if record.ndim != 2:

@@ -155,17 +155,37 @@ class LandmarkDataset:
             raise DataError(f"{self.name}: unknown split {name!r}; known: {', '.join(sorted(self.splits))}")
         return self.subset(self.splits[name])
 
-    def with_target(self, target: str) -> "LandmarkDataset":
-        """The same record with another observer as ground truth.
+    @property
+    def reference(self) -> str:
+        """The annotation set used as ground truth (the field :attr:`target`, named as everywhere else)."""
+        return self.target
+
+    def with_reference(self, reference: str) -> "LandmarkDataset":
+        """A new record with another annotation set as ground truth (``self`` is not changed).
 
         ``"mean"`` is computed on the fly as the mean of ``senior`` and
         ``junior`` when not stored.
         """
         annotations = dict(self.annotations)
-        if target == "mean" and "mean" not in annotations:
+        if reference == "mean" and "mean" not in annotations:
             if not {"senior", "junior"} <= set(annotations):
-                raise DataError(f"{self.name}: target 'mean' needs senior and junior annotations")
+                raise DataError(f"{self.name}: reference 'mean' needs senior and junior annotations")
             annotations["mean"] = 0.5 * (annotations["senior"] + annotations["junior"])
-        if target not in annotations:
-            raise DataError(f"{self.name}: unknown target {target!r}; known: {', '.join(sorted(annotations))}")
-        return replace(self, annotations=annotations, target=target)
+        if reference not in annotations:
+            raise DataError(f"{self.name}: unknown reference annotation set {reference!r}; "
+                            f"known: {', '.join(sorted(annotations))}")
+        return replace(self, annotations=annotations, target=reference)
+
+    def with_reference_annotations(self, name: str, points_px: np.ndarray) -> "LandmarkDataset":
+        """A new record with one more annotation set ``name`` (``(M, N, D)`` px) used as the reference;
+        ``self`` is not changed (e.g. the mean of all observers as ground truth)."""
+        annotations = {**self.annotations, name: np.asarray(points_px, dtype=np.float64)}
+        return replace(self, annotations=annotations, target=name)
+
+    def with_splits(self, splits: dict[str, list[str]]) -> "LandmarkDataset":
+        """A new record with ``splits`` (name -> ids) added or replaced; ``self`` is not changed."""
+        return replace(self, splits={**self.splits, **{k: list(v) for k, v in splits.items()}})
+
+    def with_target(self, target: str) -> "LandmarkDataset":
+        """Former name of :meth:`with_reference`."""
+        return self.with_reference(target)

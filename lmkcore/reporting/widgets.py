@@ -13,9 +13,12 @@ Two layers, so the logic is testable without a browser:
   landmark) to those functions for JupyterLab; the rendered figure is an
   ``ipywidgets.Image`` (PNG), so it also builds headless (tests, papermill).
 
+Every result is a :class:`lmkcore.runs.result.LandmarkResult` read through the run store
+(heatmap experiments with their cached calibration, PHD-Net runs): no adapters.
+
 Coordinates: the single-image view is drawn in **working pixels** (the
 resolution the network saw; ``(x, y)``, y down); the landmark overview in
-**mm** offsets from the target annotation (y down as in the image).
+**mm** offsets from the reference annotation (y down as in the image).
 Covariances are converted from mm^2 to working px^2 with the image's working
 spacing.
 """
@@ -44,20 +47,6 @@ PHDNET = "phdnet"
 #: Notebook that trains each built-in method (for the "how to create the cache" message).
 TRAINED_BY = {"scn_aniso": "01", "scn_iso": "01", "unet_iso": "01", "la_only_iso": "01", "chh_onehot": "06",
               "chh_gaussian": "06", PHDNET: "07"}
-
-#: Optional per-prediction ``(M, N)`` result fields, with their display names. Read with
-#: ``getattr(result, name, None)``: a result without them is fine. The explorer attaches ``ere_mm`` /
-#: ``ere_ts_mm`` / ``softmax_confidence`` from a cached temperature-scaling evaluation of the result
-#: (:mod:`lmkcore.runs.calibration`) and ``phd_confidence`` / ``high_confidence`` for PHD-Net.
-OPTIONAL_NUMBERS = (
-    ("ere_mm", "ERE (mm)"),
-    ("ere_ts_mm", "ERE, temperature-scaled (mm)"),
-    ("softmax_confidence", "max softmax probability"),
-    ("phd_confidence", "PHD-Net confidence (peak)"),
-    ("phd_threshold", "PHD-Net confidence threshold"),
-    ("high_confidence", "PHD-Net high confidence"),
-)
-
 
 #: Size (inches) of the two-panel explorer figure.
 FIGSIZE = (11.0, 4.4)
@@ -155,25 +144,36 @@ class ExplorerSource:
         return experiment_config(self.profile, self.record(dataset), key, **overrides)
 
     def result(self, dataset: str, method: str):
-        """The cached :class:`~lmkcore.runs.experiment.ExperimentResult`, or None when not computed yet.
+        """The cached :class:`~lmkcore.runs.result.LandmarkResult` of a choice, or None when not computed yet.
 
-        Never trains. A missing result is looked up again on the next call (it
-        may have been created meanwhile); a found one is kept.
+        Heatmap experiments come with their newest cached temperature-scaling evaluation (ERE,
+        softmax confidence; :func:`lmkcore.runs.calibration.with_calibration`); PHD-Net runs as
+        :class:`~lmkcore.runs.phdnet.PHDNetResult`. Never trains. A missing result is looked up
+        again on the next call (it may have been created meanwhile); a found one is kept.
         """
+        from lmkcore.runs.calibration import cached_calibration, with_calibration
         from lmkcore.runs.experiment import load_cached
+        from lmkcore.runs.phdnet import load_cached_phdnet
 
         k = (dataset, method)
         if k not in self._results:
             if self.methods[method][0] == PHDNET:
-                res = _phdnet_view(self, dataset, method)
+                config, tr, ev, _ = _phdnet_config(self, dataset, method)
+                res = load_cached_phdnet(self.record(dataset), config, self.cache_dir, tr, ev)
             else:
                 res = load_cached(self.record(dataset), self.config(dataset, method), self.cache_dir)
                 if res is not None:
-                    _attach_calibration(res, self.cache_dir)
+                    res = with_calibration(res, cached_calibration(res, self.cache_dir))
             if res is None:
                 return None
             self._results[k] = res
         return self._results[k]
+
+    def prediction_name(self, method: str) -> str | None:
+        """The decoding strategy the explorer shows for ``method`` (None: the result's default; PHD-Net
+        methods may choose ``{"strategy": "simple"}``)."""
+        key, overrides = self.methods[method]
+        return overrides.get("strategy") if key == PHDNET else None
 
     def result_folder(self, dataset: str, method: str) -> Path:
         """Where the cached result of a choice is (or would be)."""
@@ -184,10 +184,11 @@ class ExplorerSource:
         return result_folder(self.cache_dir, experiment_key(self.config(dataset, method), self.record(dataset)))
 
     def is_cached(self, dataset: str, method: str) -> bool:
+        from lmkcore.runs.store import has_result
+
         if (dataset, method) in self._results:
             return True
-        folder = self.result_folder(dataset, method)
-        return (folder / "result.json").is_file() and (folder / "result.npz").is_file()
+        return has_result(self.result_folder(dataset, method))
 
     def images(self, dataset: str, method: str) -> np.ndarray:
         """``(M, H, W)`` eval images of the cached result at its working size (memory-mapped).
@@ -207,32 +208,6 @@ class ExplorerSource:
         return self._images[k]
 
 
-def _attach_calibration(result, cache_dir: Path) -> None:
-    """Attach ERE and confidence of the newest cached temperature-scaling evaluation of ``result``.
-
-    :func:`lmkcore.runs.calibration.evaluate_calibration` stores it as
-    ``experiments/<key>/calibration_<tag>.npz`` (keys ``ids``, ``ere_mm``, ``ere_ts_mm``,
-    ``confidence``); read here as plain arrays, aligned to the result's ids.
-    """
-    from lmkcore.runs.experiment import result_folder
-
-    files = sorted(result_folder(cache_dir, result.key).glob("calibration_*.npz"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        return
-    try:
-        with np.load(files[-1]) as z:
-            ids = [str(i) for i in z["ids"]]
-            arrays = {k: z[k] for k in ("ere_mm", "ere_ts_mm", "confidence") if k in z.files}
-    except (OSError, ValueError, KeyError):
-        return  # unreadable or being rewritten: show the result without it
-    pos = {i: k for k, i in enumerate(ids)}
-    if not all(i in pos for i in result.ids):
-        return
-    rows = np.array([pos[i] for i in result.ids])
-    for key, arr in arrays.items():
-        setattr(result, "softmax_confidence" if key == "confidence" else key, np.asarray(arr, dtype=np.float64)[rows])
-
-
 def _phdnet_config(source: ExplorerSource, dataset: str, method: str):
     from lmkcore.training.methods import default_splits
     from lmkcore.runs.phdnet import phdnet_config
@@ -248,60 +223,10 @@ def _phdnet_config(source: ExplorerSource, dataset: str, method: str):
 
 def _phdnet_folder(source: ExplorerSource, dataset: str, method: str) -> Path:
     from lmkcore.runs.phdnet import phdnet_key
+    from lmkcore.runs.store import RunStore
 
     config, tr, ev, _ = _phdnet_config(source, dataset, method)
-    return source.cache_dir / "phdnet" / phdnet_key(config, source.record(dataset), tr, ev)
-
-
-class _PHDNetView:
-    """A cached :class:`~lmkcore.runs.phdnet.PHDNetResult` seen through the attributes the explorer reads.
-
-    PHD-Net has no Gaussian heatmap: no Sigma-hat, no learned Sigma, no heatmap crops. The
-    prediction is the chosen strategy's (``smoothing`` by default), the ``argmax`` the simple one.
-    """
-
-    def __init__(self, res, record, work_size: tuple[int, int], strategy: str):
-        from lmkcore.runs.experiment import ExperimentResult  # noqa: F401  (documentation of the mirrored fields)
-
-        m, n = len(res.ids), len(res.landmark_names)
-        self.key, self.ids, self.landmark_names = res.key, list(res.ids), list(res.landmark_names)
-        self.spacing, self.target_px, self.truth_px = res.spacing, res.target_px, res.truth_px
-        self.pred_fit_px = res.pred_px[strategy]
-        self.pred_argmax_px = res.pred_px.get("simple", res.pred_px[strategy])
-        self.peak = res.peak[strategy]
-        self.fit_cov_mm = np.full((m, n, 2, 2), np.nan)
-        self.fit_ok = np.zeros((m, n), dtype=bool)
-        self.learned_cov_mm = np.full((n, 2, 2), np.nan)
-        self.heatmap_crops = None
-        self.crop_origin = None
-        self.work_size = tuple(int(v) for v in work_size)
-        sizes = record.subset(self.ids).image_size.astype(np.float64)
-        self.work_spacing = res.spacing * sizes / np.asarray(work_size, dtype=np.float64)
-        self.mc_fit_cov_mm = None
-        self.phd_confidence = self.peak
-        self.phd_threshold = np.broadcast_to(res.threshold[strategy][None, :], (m, n))
-        self.high_confidence = (self.peak >= self.phd_threshold).astype(np.float64)
-
-    def rows(self, ids):
-        return row_indices(self.ids, ids)
-
-    def errors_mm(self, prediction: str = "fit", against: str = "target", ids=None):
-        ref = {"target": self.target_px, "truth": self.truth_px}[against]
-        pred = self.pred_fit_px if prediction == "fit" else self.pred_argmax_px
-        r = self.rows(ids) if ids is not None else np.arange(len(self.ids))
-        return np.linalg.norm((pred[r] - ref[r]) * self.spacing[r, None, :], axis=-1)
-
-
-def _phdnet_view(source: ExplorerSource, dataset: str, method: str):
-    from lmkcore.data.loader import working_size
-    from lmkcore.runs.phdnet import PHDNetResult
-
-    folder = _phdnet_folder(source, dataset, method)
-    if not ((folder / "result.json").is_file() and (folder / "result.npz").is_file()):
-        return None
-    config, _, _, strategy = _phdnet_config(source, dataset, method)
-    record = source.record(dataset)
-    return _PHDNetView(PHDNetResult.load(folder), record, working_size(record, config.input_width), strategy)
+    return RunStore(source.cache_dir).result_folder(phdnet_key(config, source.record(dataset), tr, ev), "phdnet")
 
 
 def default_methods(record) -> dict[str, tuple[str, dict]]:
@@ -379,17 +304,25 @@ def _shape_numbers(cov_mm) -> dict[str, float]:
             "ratio": float(s1 / s2) if s2 > 0 else float("nan"), "theta_deg": float(np.degrees(theta))}
 
 
-def _optional_numbers(result, row: int, landmark: int) -> dict[str, float]:
+def _optional_numbers(result, prediction: str | None, row: int, landmark: int) -> dict[str, float]:
+    """The result's extra ``(M, N)`` numbers (ERE, PHD-Net confidence...) at one prediction."""
     out: dict[str, float] = {}
     m, n = len(result.ids), len(result.landmark_names)
-    for attr, label in OPTIONAL_NUMBERS:
-        value = getattr(result, attr, None)
-        if value is None or label in out:
-            continue
+    for label, value in result.optional_numbers(prediction).items():
         arr = np.asarray(value)
-        if arr.shape[:2] == (m, n) and arr.ndim == 2:
+        if arr.ndim == 2 and arr.shape == (m, n):
             out[label] = float(arr[row, landmark])
     return out
+
+
+def _gaussians(result):
+    """``(fit_cov_mm (M, N, 2, 2), fit_ok (M, N), learned_cov_mm (N, 2, 2))`` of a result; NaN / False for
+    methods without Gaussian heatmaps (PHD-Net)."""
+    m, n = len(result.ids), len(result.landmark_names)
+    fit = result.fit_cov_mm if result.fit_cov_mm is not None else np.full((m, n, 2, 2), np.nan)
+    ok = result.fit_ok if result.fit_ok is not None else np.zeros((m, n), dtype=bool)
+    learned = result.learned_cov_mm if result.learned_cov_mm is not None else np.full((n, 2, 2), np.nan)
+    return fit, ok, learned
 
 
 def _resolve(source: ExplorerSource, state: ExplorerState):
@@ -433,7 +366,7 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
         (the working-size image inside the window, ``(H', W')``),
         ``heatmap`` ``(C, C)`` and ``heatmap_origin`` (working-px ``(x, y)`` of
         its top-left pixel), ``points`` (name -> ``(K, 2)`` working px: prediction,
-        argmax, target, truth, observers), ``observer_names``, ``ellipses``
+        argmax, reference, truth, observers), ``observer_names``, ``ellipses``
         (list of :func:`ellipse_params` dicts in working px: Sigma-hat at 1/2/3
         sigma, learned Sigma, observers' fitted covariance, declared covariance
         for synthetic data) and ``numbers`` (name -> float: errors in mm,
@@ -447,6 +380,9 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
         return content
     record, result, row, rec_row, image = resolved
     lm = int(state.landmark)
+    pname = source.prediction_name(state.method)
+    pred_px = result.prediction(pname)
+    fit_cov_mm, fit_ok, learned_cov_mm = _gaussians(result)
     work_size = np.asarray(result.work_size, dtype=np.float64)
     orig_size = record.image_size[rec_row].astype(np.float64)
     ws = np.asarray(result.work_spacing[row], dtype=np.float64)
@@ -454,9 +390,9 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
     def to_work(p):
         return resize_landmarks(np.atleast_2d(np.asarray(p, dtype=np.float64)), orig_size, work_size)
 
-    points = {"prediction": to_work(result.pred_fit_px[row, lm]),
-              "argmax": to_work(result.pred_argmax_px[row, lm]),
-              "target": to_work(result.target_px[row, lm])}
+    points = {"prediction": to_work(pred_px[row, lm]),
+              "argmax": to_work(result.prediction(result.alternative_prediction)[row, lm]),
+              "reference": to_work(result.reference_px[row, lm])}
     if result.truth_px is not None:
         points["truth"] = to_work(result.truth_px[row, lm])
     annotators = [a for a in record.annotators if a in record.annotations]
@@ -467,12 +403,12 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
 
     pred = points["prediction"][0]
     ellipses = []
-    fit_cov_px = _mm2_to_px2(result.fit_cov_mm[row, lm], ws)
+    fit_cov_px = _mm2_to_px2(fit_cov_mm[row, lm], ws)
     for k in N_STD:
         e = ellipse_params(fit_cov_px, pred, k, f"Σ̂ fit {k:g}σ", COLORS["fitted"])
         if e is not None:
             ellipses.append(e)
-    learned_px = _mm2_to_px2(result.learned_cov_mm[lm], ws)
+    learned_px = _mm2_to_px2(learned_cov_mm[lm], ws)
     e = ellipse_params(learned_px, pred, 2.0, "Σ learned 2σ", COLORS["learned"])
     if e is not None:
         ellipses.append(e)
@@ -493,15 +429,14 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
             ellipses.append(e)
 
     numbers: dict[str, float] = {}
-    err = lambda p, q: float(np.linalg.norm((p - q) * result.spacing[row]))  # noqa: E731  (mm)
-    numbers["error vs target (mm)"] = err(result.pred_fit_px[row, lm], result.target_px[row, lm])
+    numbers["error vs reference (mm)"] = float(result.errors_mm(pname, "reference", [image])[0, lm])
     if result.truth_px is not None:
-        numbers["error vs truth (mm)"] = err(result.pred_fit_px[row, lm], result.truth_px[row, lm])
-    numbers["heatmap peak"] = float(result.peak[row, lm])
+        numbers["error vs truth (mm)"] = float(result.errors_mm(pname, "truth", [image])[0, lm])
+    numbers["heatmap peak"] = float(result.confidence(pname)[row, lm])
     if result.heatmap_crops is not None:
-        numbers["Σ̂ fit usable"] = float(bool(result.fit_ok[row, lm]))
-    fit = _shape_numbers(result.fit_cov_mm[row, lm]) if result.fit_ok[row, lm] else None
-    lrn = _shape_numbers(result.learned_cov_mm[lm])
+        numbers["Σ̂ fit usable"] = float(bool(fit_ok[row, lm]))
+    fit = _shape_numbers(fit_cov_mm[row, lm]) if fit_ok[row, lm] else None
+    lrn = _shape_numbers(learned_cov_mm[lm])
     lrn = lrn if np.isfinite(lrn["size_mm2"]) else None
     shown = (("Σ̂", fit), ("Σ", lrn)) if result.heatmap_crops is not None else ()  # PHD-Net: no Gaussians
     for label, nums in shown:
@@ -515,7 +450,7 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
         numbers["observers ratio σmaj:σmin"] = obs_nums["ratio"]
     if result.mc_fit_cov_mm is not None and np.all(np.isfinite(result.mc_fit_cov_mm[row, lm])):
         numbers["MCD-h Σ̂ size σmaj·σmin (mm²)"] = _shape_numbers(result.mc_fit_cov_mm[row, lm])["size_mm2"]
-    numbers.update(_optional_numbers(result, row, lm))
+    numbers.update(_optional_numbers(result, pname, row, lm))
 
     if result.heatmap_crops is not None:
         heat = np.asarray(result.heatmap_crops[row, lm], dtype=np.float32)
@@ -559,13 +494,13 @@ def overview_content(source: ExplorerSource, state: ExplorerState, fit_centers: 
     -------
     dict
         ``status``/``message`` as :func:`view_content`; when ok: ``offsets_mm``
-        ``(M, 2)`` prediction minus target (mm, y down), ``ids``, ``selected``
+        ``(M, 2)`` prediction minus reference (mm, y down), ``ids``, ``selected``
         (row of ``state.image``), ``fit_ellipses`` (1-sigma Sigma-hat of each
         usable fit: arrays ``centers`` ``(K, 2)``, ``widths``, ``heights``,
         ``angles_deg`` in mm, ``rows``), ``learned_ellipses`` (Sigma at 1/2/3
         sigma around 0), ``offset_ellipse`` (2-sigma Gaussian fitted to the
         offsets, or None), ``observer_offsets_mm`` (every annotator minus the
-        target, pooled) and ``numbers`` (mean error, mean Sigma-hat size,
+        reference, pooled) and ``numbers`` (mean error, mean Sigma-hat size,
         Spearman correlation of size and error).
 
     Parameters
@@ -577,35 +512,37 @@ def overview_content(source: ExplorerSource, state: ExplorerState, fit_centers: 
     """
     if fit_centers not in ("origin", "offset"):
         raise ConfigError(f"overview_content: fit_centers must be 'origin' or 'offset', got {fit_centers!r}")
-    from scipy.stats import spearmanr
+    from lmkcore.analysis.uncertainty import correlation
 
     resolved, content = _resolve(source, state)
     if resolved is None:
         return content
     record, result, row, _, image = resolved
     lm = int(state.landmark)
-    offsets = (result.pred_fit_px[:, lm] - result.target_px[:, lm]) * result.spacing
-    ok = np.asarray(result.fit_ok[:, lm], dtype=bool) & np.isfinite(result.fit_cov_mm[:, lm]).all(axis=(-2, -1))
-    theta, s1, s2 = cov_to_params(np.where(ok[:, None, None], result.fit_cov_mm[:, lm], np.eye(2)))
+    pname = source.prediction_name(state.method)
+    fit_cov_mm, fit_ok, learned_cov_mm = _gaussians(result)
+    offsets = result.offsets_mm(pname)[:, lm]
+    errors = result.errors_mm(pname)[:, lm]
+    ok = np.asarray(fit_ok[:, lm], dtype=bool) & np.isfinite(fit_cov_mm[:, lm]).all(axis=(-2, -1))
+    theta, s1, s2 = cov_to_params(np.where(ok[:, None, None], fit_cov_mm[:, lm], np.eye(2)))
     fits = {"centers": offsets[ok] if fit_centers == "offset" else np.zeros((int(ok.sum()), 2)), "widths": 2 * s1[ok], "heights": 2 * s2[ok],
             "angles_deg": np.degrees(theta[ok]), "rows": np.flatnonzero(ok)}
-    learned = [e for k in N_STD if (e := ellipse_params(result.learned_cov_mm[lm], (0.0, 0.0), k,
+    learned = [e for k in N_STD if (e := ellipse_params(learned_cov_mm[lm], (0.0, 0.0), k,
                                                           f"Σ learned {k:g}σ", COLORS["learned"])) is not None]
     rec_rows = record.index_of(list(result.ids))
-    obs = [record.annotations[a][rec_rows, lm] - result.target_px[:, lm]
-           for a in record.annotators if a in record.annotations and a != record.target]
+    obs = [record.annotations[a][rec_rows, lm] - result.reference_px[:, lm]
+           for a in record.annotators if a in record.annotations and a != record.reference]
     obs_off = (np.concatenate([o * result.spacing for o in obs]) if obs else np.zeros((0, 2)))
     obs_off = obs_off[~np.isnan(obs_off).any(-1)]
-    errors = np.linalg.norm(offsets, axis=-1)
     finite = np.isfinite(offsets).all(-1)
     offset_ellipse = (ellipse_params(empirical_cov(offsets[finite]), (0.0, 0.0), 2.0, "offsets fit 2σ", COLORS["offsets_fit"])
                       if finite.sum() >= 3 else None)
     size = s1 * s2
-    numbers = {"images": float(len(result.ids)), "mean error vs target (mm)": float(np.nanmean(errors)),
+    numbers = {"images": float(len(result.ids)), "mean error vs reference (mm)": float(np.nanmean(errors)),
                "usable Σ̂ fits": float(ok.sum()),
                "mean Σ̂ size σmaj·σmin (mm²)": float(np.mean(size[ok])) if ok.any() else float("nan")}
     if ok.sum() >= 3 and np.ptp(size[ok]) > 0:
-        numbers["Spearman(Σ̂ size, error)"] = float(spearmanr(size[ok], errors[ok]).statistic)
+        numbers["Spearman(Σ̂ size, error)"] = correlation(size[ok], errors[ok]).spearman_rho
     content.update(status="ok", message="", image=image, ids=list(result.ids), selected=row, offsets_mm=offsets,
                    fit_ellipses=fits, learned_ellipses=learned, offset_ellipse=offset_ellipse, observer_offsets_mm=obs_off, numbers=numbers,
                    units="mm")
@@ -666,11 +603,11 @@ def draw_view(ax, content: dict, legend: bool = True):
     _draw_ellipses(ax, content["ellipses"])
     pts = content["points"]
     style = {"observers": dict(marker="o", s=12, c=COLORS["observer"], edgecolors="white", linewidths=0.3),
-             "target": dict(marker="s", s=22, facecolors="none", edgecolors=COLORS["senior"], linewidths=1.2),
+             "reference": dict(marker="s", s=22, facecolors="none", edgecolors=COLORS["senior"], linewidths=1.2),
              "truth": dict(marker="x", s=30, c=COLORS["truth"]),
              "argmax": dict(marker="+", s=30, c=COLORS["argmax"]),
              "prediction": dict(marker="o", s=18, c=COLORS["prediction"], edgecolors="white", linewidths=0.5)}
-    for name in ("observers", "target", "truth", "argmax", "prediction"):
+    for name in ("observers", "reference", "truth", "argmax", "prediction"):
         p = pts.get(name)
         if p is not None and len(p):
             ax.scatter(p[:, 0], p[:, 1], zorder=4, label=_mathtext(content.get("labels", {}).get(name, name)),
@@ -688,7 +625,7 @@ def draw_view(ax, content: dict, legend: bool = True):
 
 
 def draw_overview(ax, content: dict, legend: bool = True):
-    """Draw :func:`overview_content` on ``ax`` (mm offsets from the target, y down)."""
+    """Draw :func:`overview_content` on ``ax`` (mm offsets from the reference, y down)."""
     from matplotlib.collections import EllipseCollection
 
     ax.clear()
@@ -698,7 +635,7 @@ def draw_overview(ax, content: dict, legend: bool = True):
     off = content["offsets_mm"]
     obs = content["observer_offsets_mm"]
     if len(obs):
-        ax.scatter(obs[:, 0], obs[:, 1], s=3, c=COLORS["observer"], alpha=0.3, lw=0, label="annotators − target")
+        ax.scatter(obs[:, 0], obs[:, 1], s=3, c=COLORS["observer"], alpha=0.3, lw=0, label="annotators − reference")
     f = content["fit_ellipses"]
     if len(f["centers"]):
         ax.add_collection(EllipseCollection(f["widths"], f["heights"], f["angles_deg"], units="xy",
@@ -706,7 +643,7 @@ def draw_overview(ax, content: dict, legend: bool = True):
                                             facecolors="none", edgecolors=COLORS["fitted"], linewidths=0.4,
                                             alpha=float(np.clip(15.0 / len(f["centers"]), 0.08, 0.5))))
         ax.plot([], [], color=COLORS["fitted"], lw=0.6, alpha=0.6, label=_mathtext("Σ̂ fit 1σ (each image)"))
-    ax.scatter(off[:, 0], off[:, 1], s=6, c=COLORS["prediction"], lw=0, label="prediction − target")
+    ax.scatter(off[:, 0], off[:, 1], s=6, c=COLORS["prediction"], lw=0, label="prediction − reference")
     _draw_ellipses(ax, content["learned_ellipses"], lw=1.2)
     if content.get("offset_ellipse") is not None:
         _draw_ellipses(ax, [content["offset_ellipse"]], lw=1.2)

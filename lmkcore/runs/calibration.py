@@ -11,26 +11,25 @@ scaling. The small per-landmark result is cached next to the experiment (atomic 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lmkcore.analysis.calibration import expected_radial_error, fit_temperature
 from lmkcore.training.losses import nll_per_landmark, pixel_index, softmax_2d
-from lmkcore.data.loader import LandmarkImageDataset, working_size
-from lmkcore.errors import ConfigError
-from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, model_key, result_folder
-from lmkcore.data.formats import atomic_write_bytes
-from lmkcore.data.image_cache import resize_landmarks
+from lmkcore.data.geometry import resize_landmarks
+from lmkcore.data.loader import LandmarkImageDataset
 from lmkcore.data.records import LandmarkDataset
-from lmkcore.training.trainer import TrainConfig, build_network, load_checkpoint, normalise_images
+from lmkcore.errors import ConfigError
+from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, experiment_dataset, load_model, result_folder
+from lmkcore.runs.store import forward_batches, read_arrays, write_arrays
 
 __all__ = ["with_calibration_split", "CalibrationEvaluation", "evaluate_calibration", "load_network",
-           "probability_maps"]
+           "probability_maps", "cached_calibration", "with_calibration"]
 
 CALIB_VERSION = 1
 
@@ -47,7 +46,7 @@ def with_calibration_split(record: LandmarkDataset, source: str = "train", fract
     k = max(1, int(round(fraction * len(ids))))
     if k >= len(ids):
         raise ConfigError(f"{record.name}: split {source!r} has {len(ids)} ids, too few for a calibration split")
-    return replace(record, splits={**record.splits, f"{source}/fit": ids[:-k], f"{source}/calib": ids[-k:]})
+    return record.with_splits({f"{source}/fit": ids[:-k], f"{source}/calib": ids[-k:]})
 
 
 @dataclass
@@ -93,15 +92,12 @@ class CalibrationEvaluation:
     argmax_unchanged: bool
 
     def save(self, path: Path) -> None:
-        buf = io.BytesIO()
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "ids"}
-        np.savez_compressed(buf, ids=np.asarray(self.ids, dtype=str), **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        write_arrays(path, {"ids": np.asarray(self.ids, dtype=str), **arrays})
 
     @classmethod
     def load(cls, path: Path) -> "CalibrationEvaluation":
-        with np.load(path) as z:
-            d = {k: z[k] for k in z.files}
+        d = read_arrays(path)
         d["ids"] = [str(i) for i in d["ids"]]
         d["argmax_unchanged"] = bool(d["argmax_unchanged"])
         return cls(**d)
@@ -109,30 +105,60 @@ class CalibrationEvaluation:
 
 def load_network(record: LandmarkDataset, result: ExperimentResult, cache_dir: str | Path, device: str = "cpu"
                  ) -> torch.nn.Module:
-    """The trained network of a cached experiment on ``record`` (eval mode, on ``device``)."""
-    config = TrainConfig.from_dict(result.config["train"])
-    path = Path(cache_dir) / "models" / model_key(ExperimentConfig(**result.config), record) / "checkpoint.pt"
-    if not path.is_file():
-        raise ConfigError(f"no checkpoint {path} for experiment {result.key}; re-run the experiment")
-    state = load_checkpoint(path)
-    model = build_network(config, len(result.landmark_names))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    """The trained network of a cached experiment on ``record`` (eval mode, on ``device``; never trains)."""
+    return load_model(record, ExperimentConfig.from_dict(result.config), cache_dir, device)[0]
 
 
 def _dataset(record: LandmarkDataset, result: ExperimentResult, split_ids: list, cache_dir) -> LandmarkImageDataset:
-    rec = record.with_target(result.config["target"])
-    size = working_size(rec, result.config["input_width"])
-    return LandmarkImageDataset(rec, list(split_ids), size=size, cache_dir=Path(cache_dir) / "images")
+    return experiment_dataset(record, ExperimentConfig.from_dict(result.config), list(split_ids), cache_dir)
 
 
-@torch.no_grad()
 def _logits(model, ds: LandmarkImageDataset, device: str, batch_size: int = 8):
-    for start in range(0, len(ds), batch_size):
-        items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-        images = normalise_images(torch.stack([b["image"] for b in items]).to(device))
-        lm = torch.stack([b["landmarks"] for b in items])
-        yield model(images).float().cpu(), lm
+    for batch in forward_batches(model, ds, device, batch_size):
+        yield batch.output.float().cpu(), batch.items["landmarks"]
+
+
+def _calibration_path(result: ExperimentResult, calib_ids: list, threshold: float, cache_dir) -> Path:
+    tag = hashlib.sha256(json.dumps({"calib": list(calib_ids), "thr": threshold, "v": CALIB_VERSION}).encode()).hexdigest()[:10]
+    return result_folder(cache_dir, result.key) / f"calibration_{tag}.npz"
+
+
+def cached_calibration(result: ExperimentResult, cache_dir: str | Path) -> dict[str, Any] | None:
+    """The arrays of the newest cached temperature-scaling evaluation of ``result`` (any calibration split):
+    ``ids`` (list) and the :class:`CalibrationEvaluation` fields it holds (``ere_mm``, ``ere_ts_mm``,
+    ``confidence``...); None when there is none or it is unreadable (e.g. being rewritten)."""
+    files = sorted(result_folder(cache_dir, result.key).glob("calibration_*.npz"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    try:
+        arrays = read_arrays(files[-1])
+    except (OSError, ValueError, KeyError):
+        return None
+    if "ids" not in arrays:
+        return None
+    arrays["ids"] = [str(i) for i in arrays["ids"]]
+    return arrays
+
+
+def with_calibration(result: ExperimentResult, evaluation: "CalibrationEvaluation | dict | None") -> ExperimentResult:
+    """A copy of ``result`` with the evaluation's ERE (before / after scaling), softmax confidence and hottest
+    pixel in its typed fields ``ere_mm``, ``ere_ts_mm``, ``softmax_confidence``, ``hottest_px``, aligned to
+    the result's ids.
+
+    ``evaluation``: a :class:`CalibrationEvaluation` or the dict of :func:`cached_calibration` (fields it
+    lacks stay None). ``result`` itself is returned when it is None or does not cover every id.
+    """
+    if evaluation is None:
+        return result
+    ev = evaluation if isinstance(evaluation, dict) else {f.name: getattr(evaluation, f.name) for f in fields(evaluation)}
+    pos = {i: k for k, i in enumerate(ev["ids"])}
+    if not all(i in pos for i in result.ids):
+        return result
+    rows = np.array([pos[i] for i in result.ids])
+    take = {name: (np.asarray(ev[key], dtype=np.float64)[rows] if key in ev else None)
+            for name, key in (("ere_mm", "ere_mm"), ("ere_ts_mm", "ere_ts_mm"), ("softmax_confidence", "confidence"),
+                              ("hottest_px", "argmax_px"))}
+    return replace(result, **take)
 
 
 def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cache_dir: str | Path,
@@ -157,8 +183,7 @@ def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cach
     calib_ids = list(record.splits[calib_split])
     if set(calib_ids) & set(record.splits.get(result.config["train_split"], [])):
         raise ConfigError(f"calibration split {calib_split!r} overlaps the training split {result.config['train_split']!r}")
-    tag = hashlib.sha256(json.dumps({"calib": calib_ids, "thr": threshold, "v": CALIB_VERSION}).encode()).hexdigest()[:10]
-    path = result_folder(cache_dir, result.key) / f"calibration_{tag}.npz"
+    path = _calibration_path(result, calib_ids, threshold, cache_dir)
     if path.is_file():
         return CalibrationEvaluation.load(path)
     model = load_network(record, result, cache_dir, device)

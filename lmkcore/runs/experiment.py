@@ -12,24 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from lmkcore.progress import progress as tqdm  # plain-text bars (final state kept in executed notebooks)
 
 from lmkcore.training.losses import softmax_2d
 from lmkcore.data.loader import LandmarkImageDataset, working_size
 from lmkcore.analysis.decoding import argmax_subpixel
 from lmkcore.errors import ConfigError
 from lmkcore.analysis.fitting import fit_gaussians
-from lmkcore.data.formats import atomic_write_bytes, atomic_write_text
 from lmkcore.data.image_cache import resize_landmarks
-from lmkcore.models.common import enable_mc_dropout
 from lmkcore.data.records import LandmarkDataset, row_indices
-from lmkcore.training.trainer import TrainConfig, normalise_images, train
+from lmkcore.runs.result import PointResult
+from lmkcore.runs.store import RunStore, forward_batches, has_result, load_trained, read_result, write_result
+from lmkcore.training.trainer import TrainConfig, train
 
 #: Bump when prediction/fitting code changes what a result holds: results are recomputed,
 #: trained models (keyed by :func:`model_key`) are reused.
@@ -48,8 +48,9 @@ class ExperimentConfig:
     train_split, eval_split : str
         Record splits to train on and to predict (e.g. ``"train"``, ``"test_all"``,
         ``"cv1/train"``, ``"cv1/val"``).
-    target : str
-        Annotation set used as training target (``"senior"``, ``"junior"``, ``"mean"``...).
+    reference : str
+        Annotation set used as ground truth for training and evaluation (``"senior"``, ``"junior"``,
+        ``"mean"``...). Not the heatmap target mode (``train.target``).
     fit_window : int
         Window (working px, odd) of the robust Gaussian fit (Sigma-hat).
     crop_size : int
@@ -63,7 +64,7 @@ class ExperimentConfig:
     input_width: int = 128
     train_split: str = "train"
     eval_split: str = "test_all"
-    target: str = "senior"
+    reference: str = "senior"
     fit_window: int = 15
     crop_size: int = 31
     mc_samples: int = 0
@@ -83,42 +84,48 @@ class ExperimentConfig:
         d["train"] = self.train.to_dict()
         return d
 
+    def key_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` as the cache keys see it: ``reference`` under its former name ``target``,
+        so keys (and cached results) are the same as before the rename."""
+        d = self.to_dict()
+        return {("target" if k == "reference" else k): v for k, v in d.items()}
 
-def data_fingerprint(record: LandmarkDataset) -> str:
-    """Hash of what a model sees: ids, all annotations, image file names and sizes."""
-    h = hashlib.sha256()
-    h.update(record.name.encode())
-    h.update("\n".join(record.ids).encode())
-    for key in sorted(record.annotations):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(record.annotations[key], dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(record.spacing, dtype=np.float64).tobytes())
-    for p in record.image_paths:
-        p = Path(p)
-        h.update(f"{p.name}:{p.stat().st_size if p.exists() else -1}".encode())
-    return h.hexdigest()
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """Inverse of :meth:`to_dict`; also reads configs stored with ``target`` (the former name of
+        ``reference``)."""
+        d = dict(d)
+        if "target" in d:
+            d.setdefault("reference", d.pop("target"))
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown ExperimentConfig fields: {sorted(unknown)}")
+        return cls(**d)
 
 
 def experiment_key(config: ExperimentConfig, record: LandmarkDataset) -> str:
     """Key of a result: the whole config, the data and :data:`RESULT_VERSION`."""
-    blob = json.dumps({"config": config.to_dict(), "data": data_fingerprint(record), "v": RESULT_VERSION}, sort_keys=True)
+    blob = json.dumps({"config": config.key_dict(), "data": RunStore.fingerprint(record), "v": RESULT_VERSION},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def model_key(config: ExperimentConfig, record: LandmarkDataset) -> str:
-    """Key of a trained model: only what training sees (train config, split, target, input
+    """Key of a trained model: only what training sees (train config, split, reference, input
     size, data), so experiments that differ in prediction settings share one model."""
-    blob = json.dumps({"train": config.train.to_dict(), "split": config.train_split, "target": config.target,
-                       "input_width": config.input_width, "data": data_fingerprint(record)}, sort_keys=True)
+    blob = json.dumps({"train": config.train.to_dict(), "split": config.train_split, "target": config.reference,
+                       "input_width": config.input_width, "data": RunStore.fingerprint(record)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
-class ExperimentResult:
+class ExperimentResult(PointResult):
     """Cached predictions and uncertainties of one experiment (arrays over the eval split).
 
-    Coordinates are in pixels of the *original* images, ``(x, y)``; covariances
-    in mm^2. ``M`` eval images, ``N`` landmarks, ``K`` MC-dropout passes.
+    Implements :class:`lmkcore.runs.result.LandmarkResult`. Coordinates are in pixels of the
+    *original* images, ``(x, y)``; covariances in mm^2. ``M`` eval images, ``N`` landmarks,
+    ``K`` MC-dropout passes.
 
     Attributes
     ----------
@@ -127,13 +134,13 @@ class ExperimentResult:
     landmark_names : list of str
     spacing : ndarray
         ``(M, 2)`` mm per original pixel.
-    target_px : ndarray
-        ``(M, N, 2)`` ground-truth annotation (the record's target).
+    reference_px : ndarray
+        ``(M, N, 2)`` ground-truth annotation (the config's ``reference`` annotation set).
     truth_px : ndarray or None
         ``(M, N, 2)`` true positions (synthetic data only).
     pred_argmax_px, pred_fit_px : ndarray
         ``(M, N, 2)`` predictions: heatmap maximum (sub-pixel refined) and
-        fitted Gaussian centre.
+        fitted Gaussian centre (``predictions["argmax"]``, ``predictions["fit"]``).
     peak : ndarray
         ``(M, N)`` heatmap maximum value.
     fit_cov_mm : ndarray
@@ -154,9 +161,16 @@ class ExperimentResult:
     mc_points_px : ndarray or None
         ``(M, K, N, 2)`` argmax of each MC-dropout pass.
     mc_fit_px, mc_fit_cov_mm : ndarray or None
-        ``(M, N, 2)`` and ``(M, N, 2, 2)``: fit to the mean MC heatmap.
+        ``(M, N, 2)`` and ``(M, N, 2, 2)``: fit to the mean MC heatmap (``predictions["mcd"]``).
     history : list of dict
         Training log (loss and learned target parameters over iterations).
+    ere_mm, ere_ts_mm, softmax_confidence : ndarray or None
+        ``(M, N)`` Expected Radial Error before / after temperature scaling (mm) and the maximum
+        softmax probability, of softmax models whose calibration was evaluated
+        (:func:`lmkcore.runs.calibration.with_calibration`); None otherwise.
+    hottest_px : ndarray or None
+        ``(M, N, 2)`` hottest pixel of the full softmax map (no sub-pixel refinement; McCouat &
+        Voiculescu's prediction), from the same evaluation (``predictions["hottest"]``).
     """
 
     key: str
@@ -164,7 +178,7 @@ class ExperimentResult:
     ids: list
     landmark_names: list
     spacing: np.ndarray
-    target_px: np.ndarray
+    reference_px: np.ndarray
     truth_px: np.ndarray | None
     pred_argmax_px: np.ndarray
     pred_fit_px: np.ndarray
@@ -182,86 +196,125 @@ class ExperimentResult:
     mc_points_px: np.ndarray | None = None
     mc_fit_px: np.ndarray | None = None
     mc_fit_cov_mm: np.ndarray | None = None
+    ere_mm: np.ndarray | None = None
+    ere_ts_mm: np.ndarray | None = None
+    softmax_confidence: np.ndarray | None = None
+    hottest_px: np.ndarray | None = None
 
-    _ARRAYS = ("spacing", "target_px", "truth_px", "pred_argmax_px", "pred_fit_px", "peak", "fit_cov_mm",
+    DEFAULT_PREDICTION = "fit"
+    ALTERNATIVE_PREDICTION = "argmax"
+    _ARRAYS = ("spacing", "reference_px", "truth_px", "pred_argmax_px", "pred_fit_px", "peak", "fit_cov_mm",
                "fit_amplitude", "fit_ok", "learned_cov_mm", "heatmap_crops", "crop_origin", "work_spacing",
                "mc_points_px", "mc_fit_px", "mc_fit_cov_mm")
 
-    def rows(self, ids: list[str] | None) -> np.ndarray:
-        """Row indices of ``ids`` (all rows if None); ids not in this result are ignored."""
-        return row_indices(self.ids, ids)
+    @property
+    def predictions(self) -> dict[str, np.ndarray]:
+        """``"fit"`` (Sigma-hat fit centre), ``"argmax"``, with MC dropout ``"mcd"`` (fit to the
+        mean MC-dropout heatmap) and, with a calibration evaluation attached, ``"hottest"``."""
+        out = {"fit": self.pred_fit_px, "argmax": self.pred_argmax_px}
+        if self.mc_fit_px is not None:
+            out["mcd"] = self.mc_fit_px
+        if self.hottest_px is not None:
+            out["hottest"] = self.hottest_px
+        return out
 
-    def errors_mm(self, prediction: str = "fit", against: str = "target", ids: list[str] | None = None) -> np.ndarray:
-        """``(M, N)`` point errors in mm of ``prediction`` (``"fit"``, ``"argmax"`` or
-        ``"mcd"``: the fit to the mean MC-dropout heatmap) against ``"target"``
-        (the annotation) or ``"truth"`` (synthetic), for ``ids`` (default all)."""
-        preds = {"fit": self.pred_fit_px, "argmax": self.pred_argmax_px, "mcd": self.mc_fit_px}
-        if prediction not in preds or preds[prediction] is None:
-            raise ConfigError(f"no prediction {prediction!r} in this result")
-        ref = {"target": self.target_px, "truth": self.truth_px}[against]
-        if ref is None:
-            raise ConfigError("no known truth in this result (only synthetic data has one)")
-        r = self.rows(ids)
-        return np.linalg.norm((preds[prediction][r] - ref[r]) * self.spacing[r, None, :], axis=-1)
+    def confidence(self, prediction: str | None = None) -> np.ndarray:
+        """``(M, N)`` heatmap maximum (the confidence of every prediction of this result)."""
+        return self.peak
+
+    def optional_numbers(self, prediction: str | None = None) -> dict[str, np.ndarray]:
+        """ERE and softmax confidence, when a calibration evaluation is attached."""
+        out = {}
+        for name, label in (("ere_mm", "ERE (mm)"), ("ere_ts_mm", "ERE, temperature-scaled (mm)"),
+                            ("softmax_confidence", "max softmax probability")):
+            if getattr(self, name) is not None:
+                out[label] = getattr(self, name)
+        return out
 
     def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
-        import io
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(folder / "result.npz", buf.getvalue())
+        """Write to a result folder (:func:`lmkcore.runs.store.write_result`)."""
         meta = {k: getattr(self, k) for k in ("key", "config", "ids", "landmark_names", "history", "train_seconds")}
         meta["work_size"] = list(self.work_size)
-        atomic_write_text(folder / "result.json", json.dumps(meta))
+        write_result(folder, {k: getattr(self, k) for k in self._ARRAYS}, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> "ExperimentResult":
-        folder = Path(folder)
-        meta = json.loads((folder / "result.json").read_text())
-        with np.load(folder / "result.npz") as z:
-            arrays = {k: (z[k] if k in z.files else None) for k in cls._ARRAYS}
+        """Read a result folder (also those written before ``target_px`` became ``reference_px``)."""
+        meta, z = read_result(folder)
+        if "target_px" in z:
+            z["reference_px"] = z.pop("target_px")
+        arrays = {k: z.get(k) for k in cls._ARRAYS}
         meta["work_size"] = tuple(meta["work_size"])
         if arrays["fit_ok"] is None:  # results written before fit_ok existed
             arrays["fit_ok"] = np.isfinite(arrays["fit_cov_mm"]).all(axis=(-2, -1))
         return cls(**meta, **arrays)
 
 
-def result_folder(cache_dir: str | Path, key: str) -> Path:
-    return Path(cache_dir) / "experiments" / key
+def result_folder(cache_dir: str | Path | RunStore, key: str) -> Path:
+    """Folder of the cached experiment ``key`` (:meth:`lmkcore.runs.store.RunStore.result_folder`)."""
+    return RunStore.of(cache_dir).result_folder(key)
 
 
-def load_cached(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path) -> ExperimentResult | None:
-    """The cached result of ``config`` on ``record``, or None if not computed yet."""
+def load_cached(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path | RunStore
+                ) -> ExperimentResult | None:
+    """The cached result of ``config`` on ``record``, or None if not computed yet (never trains)."""
     folder = result_folder(cache_dir, experiment_key(config, record))
-    if (folder / "result.json").is_file() and (folder / "result.npz").is_file():
-        return ExperimentResult.load(folder)
-    return None
+    return ExperimentResult.load(folder) if has_result(folder) else None
 
 
-def run_experiment(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path,
+def reference_record(record: LandmarkDataset, config: ExperimentConfig) -> LandmarkDataset:
+    """``record`` with the config's reference annotation set as ground truth."""
+    return record.with_reference(config.reference)
+
+
+def split_ids(record: LandmarkDataset, name: str) -> list[str]:
+    """Ids of split ``name``, or a ConfigError listing the available splits."""
+    if name not in record.splits:
+        _missing_split(record, name)
+    return list(record.splits[name])
+
+
+def experiment_dataset(record: LandmarkDataset, config: ExperimentConfig, ids: list[str],
+                       cache_dir: str | Path | RunStore) -> LandmarkImageDataset:
+    """The working-size torch dataset of ``ids`` as ``config`` sees them (reference annotation set, input width)."""
+    rec = reference_record(record, config)
+    return LandmarkImageDataset(rec, list(ids), size=working_size(rec, config.input_width),
+                                cache_dir=RunStore.of(cache_dir).images_dir)
+
+
+def model_checkpoint(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path | RunStore) -> Path:
+    """Where the trained network of ``config`` on ``record`` is (or will be) stored."""
+    return RunStore.of(cache_dir).model_checkpoint(model_key(config, record))
+
+
+def load_model(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path | RunStore,
+               device: str = "cpu"):
+    """``(network, heatmap target module)`` of the trained model of ``config`` (eval mode; never trains).
+
+    Raises ConfigError naming the checkpoint when it is not trained yet.
+    """
+    return load_trained(config.train, len(record.landmark_names), model_checkpoint(record, config, cache_dir), device)
+
+
+def run_experiment(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path | RunStore,
                    device: str = "cpu", progress: bool = True, label: str = "") -> ExperimentResult:
     """Train (resuming any checkpoint), predict and cache; return the cached result if present."""
+    store = RunStore.of(cache_dir)
     key = experiment_key(config, record)
-    folder = result_folder(cache_dir, key)
-    cached = load_cached(record, config, cache_dir)
+    folder = store.result_folder(key)
+    cached = load_cached(record, config, store)
     if cached is not None:
         if progress:
             print(f"{label or key}: cached result {folder}")
         return cached
-    rec = record.with_target(config.target)
-    size = working_size(rec, config.input_width)
-    train_ds = LandmarkImageDataset(rec, rec.splits[config.train_split] if config.train_split in rec.splits
-                                    else _missing_split(rec, config.train_split), size=size,
-                                    cache_dir=Path(cache_dir) / "images")
-    eval_ids = rec.splits[config.eval_split] if config.eval_split in rec.splits else _missing_split(rec, config.eval_split)
-    eval_ds = LandmarkImageDataset(rec, eval_ids, size=size, cache_dir=Path(cache_dir) / "images")
+    train_ds = experiment_dataset(record, config, split_ids(record, config.train_split), store)
+    eval_ds = experiment_dataset(record, config, split_ids(record, config.eval_split), store)
+    size = train_ds.size
     if progress:
         print(f"{label or key}: training {config.train.model}/{config.train.target} for "
               f"{config.train.iterations} iterations at {size[0]}x{size[1]} on {device}")
-    checkpoint = Path(cache_dir) / "models" / model_key(config, record) / "checkpoint.pt"
-    trained = train(config.train, train_ds, device=device, checkpoint_path=checkpoint, progress=progress)
+    trained = train(config.train, train_ds, device=device, checkpoint_path=model_checkpoint(record, config, store),
+                    progress=progress)
     seconds = trained.seconds
     result = predict(trained.model, trained.target, eval_ds, config, device, progress=progress)
     result.key, result.config, result.history, result.train_seconds = key, config.to_dict(), trained.history, seconds
@@ -323,13 +376,10 @@ def _cov_work_to_mm(cov_work: np.ndarray, work_spacing: np.ndarray) -> np.ndarra
 def predict(model: torch.nn.Module, target, ds: LandmarkImageDataset, config: ExperimentConfig, device: str,
             batch_size: int = 8, progress: bool = True) -> ExperimentResult:
     """Predict ``ds`` with ``model``: argmax, Sigma-hat fit, crops, optional MC dropout."""
-    model.eval()
     out: dict[str, list] = {k: [] for k in ("argmax", "peak", "center", "cov", "ok", "amp", "crops", "origin", "mc", "mc_c", "mc_cov")}
-    batches = range(0, len(ds), batch_size)
-    for start in tqdm(batches, disable=not progress, desc="predict", leave=False):
-        items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-        images = normalise_images(torch.stack([b["image"] for b in items]).to(device))
-        heat = model(images).float()
+    batches = forward_batches(model, ds, device, batch_size, mc_samples=config.mc_samples)
+    for batch in tqdm(batches, total=-(-len(ds) // batch_size), disable=not progress, desc="predict", leave=False):
+        heat = batch.output.float()
         if config.train.loss != "heatmap":  # classification models: heatmaps are 2D-softmax probabilities
             heat = softmax_2d(heat)
         xy, peak = argmax_subpixel(heat)
@@ -339,10 +389,8 @@ def predict(model: torch.nn.Module, target, ds: LandmarkImageDataset, config: Ex
         for k, v in (("argmax", xy), ("peak", peak), ("center", center), ("cov", cov), ("ok", ok),
                      ("amp", fit.amplitude), ("crops", crops.half()), ("origin", origin)):
             out[k].append(v.cpu().numpy())
-        if config.mc_samples:
-            enable_mc_dropout(model)
-            passes = [model(images).float() for _ in range(config.mc_samples)]
-            model.eval()
+        if batch.mc_outputs:
+            passes = [h.float() for h in batch.mc_outputs]
             out["mc"].append(torch.stack([argmax_subpixel(h)[0] for h in passes], 1).cpu().numpy())
             mean_heat = torch.stack(passes).mean(0)
             mc_center, mc_cov, _ = usable_fit(fit_gaussians(mean_heat, window=config.fit_window),
@@ -360,7 +408,7 @@ def predict(model: torch.nn.Module, target, ds: LandmarkImageDataset, config: Ex
         mc_points = _to_original(cat["mc"].transpose(0, 2, 1, 3).reshape(m, n * k, 2), ds).reshape(m, n, k, 2).transpose(0, 2, 1, 3)
     return ExperimentResult(
         key="", config={}, ids=list(rec.ids), landmark_names=list(rec.landmark_names), spacing=rec.spacing.astype(np.float64),
-        target_px=rec.landmarks.astype(np.float64),
+        reference_px=rec.landmarks.astype(np.float64),
         truth_px=rec.truth["landmarks"].astype(np.float64) if "landmarks" in rec.truth else None,
         pred_argmax_px=_to_original(cat["argmax"], ds), pred_fit_px=_to_original(cat["center"], ds),
         peak=cat["peak"], fit_cov_mm=_cov_work_to_mm(cat["cov"], work_spacing), fit_amplitude=cat["amp"], fit_ok=cat["ok"],

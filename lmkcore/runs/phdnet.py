@@ -8,14 +8,13 @@ the best weights; ``smoke``/``quick`` run a short fixed schedule.
 Validation: the last ``val_fraction`` of the training split (after a seeded shuffle) is held
 out; it gives the validation loss (early stopping) and the confidence thresholds.
 
-Results are cached under ``cache_dir/phdnet/<key>`` (key: content hash of the config and
-:func:`lmkcore.runs.experiment.data_fingerprint`), written atomically; the model weights go
+Results are cached by the run store (:mod:`lmkcore.runs.store`: ``phdnet/<key>``, key: content hash
+of the config, the splits and the data fingerprint), written atomically; the model weights go
 through :func:`lmkcore.training.trainer.save_checkpoint`.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -28,12 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from lmkcore.training.augment import AugmentConfig, apply_params, sample_params
-from lmkcore.data.loader import LandmarkImageDataset, working_size
+from lmkcore.analysis.metrics import point_errors
+from lmkcore.data.geometry import resize_landmarks, working_size, working_spacing
+from lmkcore.data.loader import LandmarkImageDataset
 from lmkcore.errors import ConfigError
-from lmkcore.runs.experiment import data_fingerprint
-from lmkcore.data.formats import atomic_write_bytes, atomic_write_text
-from lmkcore.data.image_cache import resize_landmarks
-from lmkcore.data.records import LandmarkDataset, row_indices
+from lmkcore.data.records import LandmarkDataset
+from lmkcore.runs.result import PointResult
+from lmkcore.runs.store import RunStore, forward_batches, has_result, read_result, write_result
 from lmkcore.training.trainer import load_checkpoint, normalise_images, save_checkpoint
 from lmkcore.analysis.phdnet_coordinates import candidate_smoothing, landmark_thresholds, simple_coordinates
 from lmkcore.training.phdnet_targets import phdnet_loss
@@ -135,7 +135,9 @@ def phdnet_config(profile, **overrides: Any) -> PHDNetConfig:
         "quick": dict(iterations=1500, batch_size=8, subimage=96, shared_heads=False, region_px=64, smooth_px=8.0),
         "paper": dict(max_epochs=500, patience=75, batch_size=32, independent=True),
     }
-    base.update(per_profile.get(profile.name, per_profile["quick"]))
+    base.update(per_profile.get(getattr(profile, "sizes", profile.name), per_profile["quick"]))
+    if getattr(profile, "max_epochs", None):  # paper-dry: 1 epoch
+        base["max_epochs"] = min(int(base.get("max_epochs") or profile.max_epochs), int(profile.max_epochs))
     base.update(overrides)
     return PHDNetConfig(**base)
 
@@ -146,14 +148,16 @@ def phdnet_config(profile, **overrides: Any) -> PHDNetConfig:
 
 
 @dataclass
-class PHDNetResult:
+class PHDNetResult(PointResult):
     """Predictions of one PHD-Net run on its eval split and on its validation images.
 
-    Coordinates are ``(x, y)`` pixels of the original images; ``M`` eval images, ``V``
-    validation images, ``N`` landmarks. ``pred_px[s]`` / ``peak[s]`` per strategy ``s`` in
-    ``("simple", "smoothing")``; ``threshold[s]`` ``(N,)`` per-landmark confidence thresholds
-    from the validation set (:func:`~lmkcore.analysis.phdnet_coordinates.confidence_threshold` on the
-    target errors in mm).
+    Implements :class:`lmkcore.runs.result.LandmarkResult` (no Gaussian-heatmap uncertainty:
+    ``fit_cov_mm`` etc. are None). Coordinates are ``(x, y)`` pixels of the original images;
+    ``M`` eval images, ``V`` validation images, ``N`` landmarks. ``pred_px[s]`` / ``peak[s]`` per
+    strategy ``s`` in ``("simple", "smoothing")`` (:attr:`predictions`); ``threshold[s]`` ``(N,)``
+    per-landmark confidence thresholds from the validation set
+    (:func:`~lmkcore.analysis.phdnet_coordinates.confidence_threshold` on the reference errors in mm).
+    ``work_size`` ``(W, H)`` and ``work_spacing`` ``(M, 2)`` mm/working px: the resolution the network saw.
     """
 
     key: str
@@ -162,12 +166,12 @@ class PHDNetResult:
     val_ids: list
     landmark_names: list
     spacing: np.ndarray
-    target_px: np.ndarray
+    reference_px: np.ndarray
     truth_px: np.ndarray | None
     pred_px: dict
     peak: dict
     val_spacing: np.ndarray
-    val_target_px: np.ndarray
+    val_reference_px: np.ndarray
     val_pred_px: dict
     val_peak: dict
     threshold: dict
@@ -175,68 +179,96 @@ class PHDNetResult:
     train_seconds: float = 0.0
     predict_seconds: float = 0.0
     n_parameters: int = 0
+    work_size: tuple = ()
+    work_spacing: np.ndarray | None = None
 
-    def rows(self, ids: list[str] | None) -> np.ndarray:
-        """Row indices of ``ids`` (all rows if None); ids not in this result are ignored."""
-        return row_indices(self.ids, ids)
+    DEFAULT_PREDICTION = "smoothing"
+    ALTERNATIVE_PREDICTION = "simple"
+    _ARRAYS = ("spacing", "reference_px", "truth_px", "val_spacing", "val_reference_px", "work_spacing")
+    _PER_STRATEGY = ("pred_px", "peak", "val_pred_px", "val_peak", "threshold")
 
-    def errors_mm(self, strategy: str = "smoothing", against: str = "target", ids: list[str] | None = None) -> np.ndarray:
-        """``(M, N)`` point errors (mm) of ``strategy`` against ``"target"`` or ``"truth"`` (synthetic)."""
+    @property
+    def predictions(self) -> dict[str, np.ndarray]:
+        """``"simple"`` and ``"smoothing"`` (candidate smoothing) predictions, ``(M, N, 2)`` px."""
+        return self.pred_px
+
+    # PHD-Net has no Gaussian heatmaps: no Sigma-hat, no learned Sigma, no heatmap crops, no MC dropout.
+    fit_cov_mm = property(lambda self: None, doc="None: PHD-Net fits no Gaussians.")
+    fit_ok = property(lambda self: None, doc="None: PHD-Net fits no Gaussians.")
+    learned_cov_mm = property(lambda self: None, doc="None: PHD-Net learns no target covariance.")
+    heatmap_crops = property(lambda self: None, doc="None: no heatmap crops are stored.")
+    crop_origin = property(lambda self: None, doc="None: no heatmap crops are stored.")
+    mc_fit_cov_mm = property(lambda self: None, doc="None: no MC dropout.")
+
+    def confidence(self, strategy: str | None = None) -> np.ndarray:
+        """``(M, N)`` peak confidence of ``strategy`` (default candidate smoothing)."""
+        strategy = strategy or self.default_prediction
         self._check(strategy)
-        ref = {"target": self.target_px, "truth": self.truth_px}.get(against)
-        if ref is None:
-            raise ConfigError(f"no reference {against!r} in this result")
-        r = self.rows(ids)
-        return np.linalg.norm((self.pred_px[strategy][r] - ref[r]) * self.spacing[r, None, :], axis=-1)
+        return self.peak[strategy]
 
     def val_errors_mm(self, strategy: str = "smoothing") -> np.ndarray:
-        """``(V, N)`` validation errors (mm) against the target."""
+        """``(V, N)`` validation errors (mm) against the reference."""
         self._check(strategy)
-        return np.linalg.norm((self.val_pred_px[strategy] - self.val_target_px) * self.val_spacing[:, None, :], axis=-1)
+        return point_errors(self.val_pred_px[strategy], self.val_reference_px, self.val_spacing,
+                            missing_prediction="ignore")
 
     def high_confidence(self, strategy: str = "smoothing", ids: list[str] | None = None) -> np.ndarray:
         """``(M, N)`` bool: peak >= the landmark's validation threshold."""
         self._check(strategy)
         return self.peak[strategy][self.rows(ids)] >= self.threshold[strategy][None, :]
 
+    def errors_mm(self, prediction: str | None = None, against: str = "reference",
+                  ids: list[str] | None = None) -> np.ndarray:
+        """``(M, N)`` point errors (mm) of strategy ``prediction`` (default candidate smoothing)
+        against ``"reference"`` or ``"truth"`` (synthetic); see :meth:`PointResult.errors_mm`."""
+        self._check(prediction or self.default_prediction)
+        return super().errors_mm(prediction, against, ids)
+
+    def optional_numbers(self, prediction: str | None = None) -> dict[str, np.ndarray]:
+        """PHD-Net confidence (peak), its per-landmark threshold and the high-confidence flag, ``(M, N)``."""
+        s = prediction or self.default_prediction
+        self._check(s)
+        m, n = len(self.ids), len(self.landmark_names)
+        thr = np.broadcast_to(self.threshold[s][None, :], (m, n))
+        return {"PHD-Net confidence (peak)": self.peak[s], "PHD-Net confidence threshold": thr,
+                "PHD-Net high confidence": (self.peak[s] >= thr).astype(np.float64)}
+
     def _check(self, strategy: str) -> None:
         if strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
     def save(self, folder: str | Path) -> None:
-        arrays: dict[str, np.ndarray] = {}
-        for k in ("spacing", "target_px", "truth_px", "val_spacing", "val_target_px"):
-            if getattr(self, k) is not None:
-                arrays[k] = getattr(self, k)
-        for k in ("pred_px", "peak", "val_pred_px", "val_peak", "threshold"):
+        """Write to a result folder (:func:`lmkcore.runs.store.write_result`)."""
+        arrays: dict[str, np.ndarray] = {k: getattr(self, k) for k in self._ARRAYS}
+        for k in self._PER_STRATEGY:
             for s, v in getattr(self, k).items():
                 arrays[f"{k}.{s}"] = v
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(Path(folder) / "result.npz", buf.getvalue())
         meta = {k: getattr(self, k) for k in ("key", "config", "ids", "val_ids", "landmark_names", "history",
                                                "train_seconds", "predict_seconds", "n_parameters")}
-        atomic_write_text(Path(folder) / "result.json", json.dumps(meta))
+        meta["work_size"] = list(self.work_size)
+        write_result(folder, arrays, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> "PHDNetResult":
-        meta = json.loads((Path(folder) / "result.json").read_text())
-        kw: dict[str, Any] = {k: {} for k in ("pred_px", "peak", "val_pred_px", "val_peak", "threshold")}
-        with np.load(Path(folder) / "result.npz") as z:
-            for name in z.files:
-                if "." in name:
-                    k, s = name.split(".", 1)
-                    kw[k][s] = z[name]
-                else:
-                    kw[name] = z[name]
+        """Read a result folder (also those written before ``target_px`` became ``reference_px``)."""
+        meta, z = read_result(folder)
+        renamed = {"target_px": "reference_px", "val_target_px": "val_reference_px"}
+        kw: dict[str, Any] = {k: {} for k in cls._PER_STRATEGY}
+        for name, arr in z.items():
+            if "." in name:
+                k, s = name.split(".", 1)
+                kw[k][s] = arr
+            else:
+                kw[renamed.get(name, name)] = arr
         kw.setdefault("truth_px", None)
+        meta["work_size"] = tuple(meta.get("work_size", ()))
         return cls(**meta, **kw)
 
 
 def phdnet_key(config: PHDNetConfig, record: LandmarkDataset, train_split: str, eval_split: str) -> str:
     """Content hash of the config, the splits and the data."""
-    blob = json.dumps({"config": config.to_dict(), "train": train_split, "eval": eval_split, "target": record.target,
-                       "data": data_fingerprint(record), "v": RESULT_VERSION}, sort_keys=True)
+    blob = json.dumps({"config": config.to_dict(), "train": train_split, "eval": eval_split, "target": record.reference,
+                       "data": RunStore.fingerprint(record), "v": RESULT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -367,18 +399,17 @@ def train_phdnet(config: PHDNetConfig, train_ds: LandmarkImageDataset, val_ds: L
     return model, history
 
 
-@torch.no_grad()
 def predict_phdnet(model: PHDNet, ds: LandmarkImageDataset, config: PHDNetConfig, device: str = "cpu",
                    batch_size: int = 16) -> tuple[dict, dict]:
     """Predictions ``{strategy: (M, N, 2) original px}`` and peaks ``{strategy: (M, N)}`` of whole images."""
-    model.eval()
     out: dict[str, list] = {f"{s}.{k}": [] for s in STRATEGIES for k in ("xy", "peak")}
-    for s in range(0, len(ds), batch_size):
-        imgs = torch.stack([ds[i]["image"] for i in range(s, min(s + batch_size, len(ds)))]).to(device)
-        disp, heat = model(normalise_images(_pad8(imgs)))
-        for name, (xy, peak) in (("simple", simple_coordinates(heat, disp)),
-                                 ("smoothing", candidate_smoothing(heat, disp, config.region_px,
-                                                                   config.blob_sigma_px, config.smooth_px))):
+    for batch in forward_batches(model, ds, device, batch_size, pad_multiple=PATCH):
+        disp, heat = batch.output
+        with torch.no_grad():
+            decoded = (("simple", simple_coordinates(heat, disp)),
+                       ("smoothing", candidate_smoothing(heat, disp, config.region_px, config.blob_sigma_px,
+                                                         config.smooth_px)))
+        for name, (xy, peak) in decoded:
             out[f"{name}.xy"].append(xy.cpu().numpy())
             out[f"{name}.peak"].append(peak.cpu().numpy())
     orig = ds.record.image_size
@@ -386,6 +417,21 @@ def predict_phdnet(model: PHDNet, ds: LandmarkImageDataset, config: PHDNetConfig
             for s in STRATEGIES}
     peak = {s: np.concatenate(out[f"{s}.peak"]).astype(np.float64) for s in STRATEGIES}
     return pred, peak
+
+
+def load_cached_phdnet(record: LandmarkDataset, config: PHDNetConfig, cache_dir: str | Path | RunStore,
+                       train_split: str, eval_split: str) -> PHDNetResult | None:
+    """The cached result of a PHD-Net run, or None (never trains). Results cached before ``work_size``
+    was stored get it from the config and the record."""
+    folder = RunStore.of(cache_dir).result_folder(phdnet_key(config, record, train_split, eval_split), "phdnet")
+    if not has_result(folder):
+        return None
+    res = PHDNetResult.load(folder)
+    if not res.work_size:
+        size = working_size(record, config.input_width)
+        sizes = record.subset(list(res.ids)).image_size
+        res = replace(res, work_size=size, work_spacing=working_spacing(res.spacing, sizes, size))
+    return res
 
 
 def run_phdnet(record: LandmarkDataset, config: PHDNetConfig, cache_dir: str | Path, device: str = "cpu",
@@ -403,15 +449,17 @@ def run_phdnet(record: LandmarkDataset, config: PHDNetConfig, cache_dir: str | P
     for s in (train_split, eval_split):
         if s not in record.splits:
             raise ConfigError(f"{record.name}: no split {s!r}; available: {', '.join(sorted(record.splits))}")
+    store = RunStore.of(cache_dir)
     key = phdnet_key(config, record, train_split, eval_split)
-    folder = Path(cache_dir) / "phdnet" / key
-    if (folder / "result.json").is_file() and (folder / "result.npz").is_file():
+    folder = store.result_folder(key, "phdnet")
+    cached = load_cached_phdnet(record, config, store, train_split, eval_split)
+    if cached is not None:
         if progress:
             print(f"{label}: cached result {folder}")
-        return PHDNetResult.load(folder)
+        return cached
     size = working_size(record, config.input_width)
     fit_ids, val_ids = split_validation(list(record.splits[train_split]), config.val_fraction, config.seed)
-    img_cache = Path(cache_dir) / "images"
+    img_cache = store.images_dir
     train_ds = LandmarkImageDataset(record, fit_ids, size=size, cache_dir=img_cache)
     val_ds = LandmarkImageDataset(record, val_ids, size=size, cache_dir=img_cache)
     eval_ds = LandmarkImageDataset(record, list(record.splits[eval_split]), size=size, cache_dir=img_cache)
@@ -420,26 +468,27 @@ def run_phdnet(record: LandmarkDataset, config: PHDNetConfig, cache_dir: str | P
         print(f"{label}: training on {len(fit_ids)} images ({len(val_ids)} validation), {sched}, "
               f"batch {config.batch_size}, {size[0]}x{size[1]} on {device}")
     start = time.perf_counter()
-    model, history = train_phdnet(config, train_ds, val_ds, device, folder / "model.pt", progress)
+    model, history = train_phdnet(config, train_ds, val_ds, device, store.phdnet_model(key), progress)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     pred, peak = predict_phdnet(model, eval_ds, config, device)
     predict_seconds = time.perf_counter() - start
     val_pred, val_peak = predict_phdnet(model, val_ds, config, device)
     val_rec = val_ds.record
-    val_target = val_rec.landmarks.astype(np.float64)
+    val_reference = val_rec.landmarks.astype(np.float64)
     threshold = {}
     for s in STRATEGIES:
-        err = np.linalg.norm((val_pred[s] - val_target) * val_rec.spacing[:, None, :], axis=-1)
+        err = point_errors(val_pred[s], val_reference, val_rec.spacing, missing_prediction="ignore")
         threshold[s] = landmark_thresholds(err, val_peak[s])
     rec = eval_ds.record
     result = PHDNetResult(
         key=key, config=config.to_dict(), ids=list(rec.ids), val_ids=list(val_ids),
         landmark_names=list(rec.landmark_names), spacing=rec.spacing.astype(np.float64),
-        target_px=rec.landmarks.astype(np.float64),
+        reference_px=rec.landmarks.astype(np.float64),
         truth_px=rec.truth["landmarks"].astype(np.float64) if "landmarks" in rec.truth else None,
-        pred_px=pred, peak=peak, val_spacing=val_rec.spacing.astype(np.float64), val_target_px=val_target,
+        pred_px=pred, peak=peak, val_spacing=val_rec.spacing.astype(np.float64), val_reference_px=val_reference,
         val_pred_px=val_pred, val_peak=val_peak, threshold=threshold, history=history,
-        train_seconds=train_seconds, predict_seconds=predict_seconds, n_parameters=count_parameters(model))
+        train_seconds=train_seconds, predict_seconds=predict_seconds, n_parameters=count_parameters(model),
+        work_size=tuple(eval_ds.size), work_spacing=working_spacing(rec.spacing, rec.image_size, eval_ds.size))
     result.save(folder)
     return result

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from lmkcore.cachedir import default_cache_dir  # noqa: F401  (the one definition; re-exported)
 from lmkcore.synthetic.anatomy import LANDMARK_KIND, build_anatomy, landmark_directions, sample_anatomy_params
 from lmkcore.errors import ConfigError, DataError
 from lmkcore.data.formats import (atomic_directory, atomic_write_bytes, atomic_write_text, read_id_list, read_landmark_csv,
@@ -556,12 +557,6 @@ def load_synthetic(root: str | os.PathLike) -> LandmarkDataset:
         truth=truth,
         extras=extras,
     )
-
-
-def default_cache_dir() -> Path:
-    """``$LMKCORE_CACHE`` or ``~/.cache/lmkcore``."""
-    env = os.environ.get("LMKCORE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "lmkcore"
 
 
 def synthetic_dataset(config: SyntheticConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -17,10 +17,14 @@ from lmkcore.data.records import LandmarkDataset
 #: key -> (label, TrainConfig fields)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "scn_aniso": ("SCN, Σ-target (Thaler et al. 2021)", {"model": "scn", "target": "learned_aniso"}),
-    "scn_iso": ("SCN, σ-target (Payer et al. 2019)", {"model": "scn", "target": "learned_iso"}),
+    "scn_iso": ("SCN, σ-target (Thaler et al. 2021)", {"model": "scn", "target": "learned_iso"}),
     "scn_fixed": ("SCN, σ = 3 fixed", {"model": "scn", "target": "fixed"}),
-    "unet_iso": ("Localization U-Net, σ-target", {"model": "unet", "target": "learned_iso"}),
-    "la_only_iso": ("LA only, σ-target", {"model": "la_only", "target": "learned_iso"}),
+    # Payer et al. (2019): learned standard deviation, alpha ||sigma||^2 (convention "payer"; own paper-profile schedule)
+    "scn_payer": ("SCN, learned σ (Payer et al. 2019)", {"model": "scn", "target": "learned_iso", "convention": "payer"}),
+    "unet_iso": ("Localization U-Net, learned σ (Payer et al. 2019)",
+                 {"model": "unet", "target": "learned_iso", "convention": "payer"}),
+    "la_only_iso": ("LA only, learned σ (Payer et al. 2019)",
+                    {"model": "la_only", "target": "learned_iso", "convention": "payer"}),
     # McCouat & Voiculescu (2022): ResNet-34 U-Net, 2D softmax, Adam lr 1e-3, batch 4 (Sec. 4.2).
     "chh_onehot": ("ResNet-34 U-Net, one-hot NLL (McCouat 2022)",
                    {"model": "resnet34_unet", "loss": "onehot_nll", "target": "fixed", "optimizer": "adam",
@@ -53,13 +57,18 @@ def default_splits(record: LandmarkDataset) -> tuple[str, str]:
     raise ConfigError(f"{record.name}: no train/test_all or cv1 splits; available: {', '.join(sorted(record.splits))}")
 
 
-def experiment_config(profile: Profile, record: LandmarkDataset, method: str, *, target: str | None = None,
+def experiment_config(profile: Profile, record: LandmarkDataset, method: str, *, reference: str | None = None,
                       train_split: str | None = None, eval_split: str | None = None, mc_samples: int = 0,
                       input_width: int | None = None, **train_overrides: Any) -> ExperimentConfig:
-    """The :class:`ExperimentConfig` of ``method`` under ``profile`` on ``record``."""
+    """The :class:`ExperimentConfig` of ``method`` under ``profile`` on ``record``.
+
+    ``reference`` is the annotation set used as ground truth (default the record's); every other
+    keyword not named here is a :class:`~lmkcore.training.trainer.TrainConfig` field, e.g.
+    ``target="fixed"`` (the heatmap target mode) or ``init_sigma=3.0``.
+    """
     _, fields = _method(method)
     tr, ev = default_splits(record)
     train_cfg = profile.train_config(**{**fields, **train_overrides})
     return ExperimentConfig(train=train_cfg, input_width=input_width or profile.input_width,
                             train_split=train_split or tr, eval_split=eval_split or ev,
-                            target=target or record.target, mc_samples=mc_samples)
+                            reference=reference or record.reference, mc_samples=mc_samples)
