@@ -1,0 +1,381 @@
+"""The fidelity ledger: every setting of each reproduced paper beside lmkcore's ``paper``-profile value.
+
+One :class:`LedgerRow` per (paper, method, setting) with the value in the paper's text, the value in the
+authors' public code where it differs (or where the text gives none), lmkcore's value in the ``paper``
+profile and the source (section, equation or code setting; see ``docs/research/fidelity_facts.md``). A row
+whose lmkcore value is not what produced the published numbers carries the reason in ``deviation``; a
+deviation exists nowhere else.
+
+Rows with a ``field`` are checked against the configuration lmkcore actually builds
+(:func:`check_paper_configs`, run by the tests): ``train.<name>`` is a
+:class:`~lmkcore.training.trainer.TrainConfig` field, ``augment.<name>`` a field of its
+:class:`~lmkcore.training.augment.AugmentConfig`, ``experiment.<name>`` an
+:class:`~lmkcore.runs.experiment.ExperimentConfig` field, ``target.<name>`` an attribute of the
+:class:`~lmkcore.training.targets.HeatmapTarget` the trainer builds (so resolved defaults such as alpha
+are checked), ``profile.<name>`` a :class:`~lmkcore.training.profiles.Profile` field and ``fit.<name>`` a
+default of :func:`lmkcore.analysis.fitting.fit_gaussians`.
+
+Each notebook prints the rows of its paper(s) at the top with :func:`show_ledger`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from types import SimpleNamespace
+from typing import Any, Iterable
+
+from lmkcore.errors import ConfigError
+
+__all__ = ["LedgerRow", "LEDGER", "PAPERS", "PAPER_METHODS", "ledger_rows", "ledger_table", "show_ledger",
+           "check_paper_configs"]
+
+#: Paper keys and their citation.
+PAPERS: dict[str, str] = {
+    "thaler2021": "Thaler, Payer, Urschler, Stern 2021 (MELBA): Gaussian heatmap uncertainty",
+    "payer2019": "Payer, Stern, Bischof, Urschler 2019 (MedIA): SpatialConfiguration-Net",
+    "mccouat2022": "McCouat & Voiculescu 2022 (CVPR): contour-hugging heatmaps",
+    "schobs2021": "Schobs et al. 2021 (ISBI): PHD-Net",
+}
+
+#: lmkcore method keys (:data:`lmkcore.training.methods.METHODS`) reproducing each paper's rows; the
+#: ``paper``-profile configuration of each is checked against the ledger. McCouat / PHD-Net rows are
+#: recorded but not yet wired to a configuration (issue 14).
+PAPER_METHODS: dict[str, tuple[str, ...]] = {
+    "thaler2021": ("scn_aniso", "scn_iso", "scn_fixed"),
+    "payer2019": ("scn_payer", "unet_iso", "la_only_iso"),
+    "mccouat2022": (),
+    "schobs2021": (),
+}
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One setting of one paper (and method).
+
+    Attributes
+    ----------
+    paper : str
+        Key of :data:`PAPERS`.
+    method : str
+        lmkcore method key the row applies to, or ``"*"`` for every method of the paper.
+    setting : str
+        What is set (e.g. ``"iterations"``).
+    paper_text : str
+        The value in the paper's text ("not stated" where it gives none).
+    authors_code : str
+        The value in the authors' public code where it differs from the text or the text gives none; ``""``
+        where they agree or there is no code.
+    lmkcore : str
+        lmkcore's ``paper``-profile value, as shown to readers.
+    source : str
+        Where the paper/code values come from.
+    field : str or None
+        Configuration path checked by :func:`check_paper_configs` (module doc), None for settings that are
+        not a configuration value.
+    value : Any
+        The value ``field`` must have.
+    deviation : str
+        Why lmkcore's value is not the one that produced the published numbers; ``""`` if it is.
+    """
+
+    paper: str
+    method: str
+    setting: str
+    paper_text: str
+    authors_code: str
+    lmkcore: str
+    source: str
+    field: str | None = None
+    value: Any = None
+    deviation: str = ""
+
+
+def _r(paper, method, setting, text, code, ours, source, field=None, value=None, deviation=""):
+    return LedgerRow(paper, method, setting, text, code, ours, source, field, value, deviation)
+
+
+_T, _P, _M, _S = "thaler2021", "payer2019", "mccouat2022", "schobs2021"
+_INPUT_DEV = ("images are resampled to 416 px wide keeping the aspect (416 x 516 for ISBI, 0.4651 mm/px) instead of "
+              "being centred in a 512 x 512 frame at 0.46875 mm/px: heatmap pixels 0.8 % smaller")
+_INT_DEV = "the ranges act on [0, 1] images before the map to [-1, 1]: twice the code's shift in network units"
+_AUG_DEV = "the spatial ranges follow Payer et al.'s text (PAPER_AUGMENT), not Thaler's code (not yet adopted)"
+
+#: Every row. Sources: the papers in /work/shared/papers and docs/research/fidelity_facts.md (authors' code).
+LEDGER: tuple[LedgerRow, ...] = (
+    # ---------------------------------------------------------------- Thaler et al. 2021, all methods
+    _r(_T, "*", "network", "SCN with its default parameters (Sec. 4.1)", "network_scn_mia: 128 filters, 4 levels",
+       "SCN, 128 filters", "Sec. 4.1; melba_cep/network.py", "train.model", "scn"),
+    _r(_T, "*", "filters", "128 (SCN default)", "", "128", "Sec. 4.1; network.py", "train.num_filters", 128),
+    _r(_T, "*", "input size and spacing", "not stated", "512 x 512, 0.46875 mm/px, image centred",
+       "416 px wide, aspect kept", "melba_cep/main.py image_size, image_spacing", "experiment.input_width", 416,
+       _INPUT_DEV),
+    _r(_T, "*", "input pre-smoothing", "not stated", "Gaussian sigma 0.15 mm before resampling", "none",
+       "dataset.py image_gaussian_sigma", deviation="not implemented (antialiasing of the resampling only)"),
+    _r(_T, "*", "iterations", "40,000 (Sec. 4.1)", "", "40,000", "Sec. 4.1; main.py max_iter",
+       "train.iterations", 40000),
+    _r(_T, "*", "batch size", "not stated", "1", "1", "main.py", "train.batch_size", 1),
+    _r(_T, "*", "optimiser", "not stated (SCN: Nesterov, momentum 0.99)", "MomentumOptimizer(0.99, nesterov)",
+       "Nesterov SGD", "main.py", "train.optimizer", "nesterov"),
+    _r(_T, "*", "momentum", "not stated (SCN: 0.99)", "0.99", "0.99", "main.py", "train.momentum", 0.99),
+    _r(_T, "*", "learning rate", "not stated (SCN: 1e-6)", "1e-6", "1e-6", "main.py", "train.lr", 1e-6),
+    _r(_T, "*", "lr schedule", "not stated", "x0.5 at 20,000, x0.1 (of the base) at 30,000 it",
+       "step: x0.5 at 50 %, x0.1 at 75 %", "main.py learning_rates, boundaries", "train.lr_schedule", "step"),
+    _r(_T, "*", "gradient clipping", "not stated", "global norm 10,000", "10,000", "main.py clip_by_global_norm",
+       "train.clip_grad_norm", 1e4),
+    _r(_T, "*", "weight decay", "lambda ||w||^2, lambda = 0.001 (Sec. 4.1)", "0.001 * l2_loss(w) = 0.0005 ||w||^2",
+       "0.0005 ||w||^2 (conv weights)", "Sec. 4.1; main.py reg_constant", "train.l2_lambda", 5e-4),
+    _r(_T, "*", "data term", "sum (h_hat - h)^2 (Eq. 7)", "l2_loss / batch = 0.5 sum (h_hat - h)^2 / B",
+       "0.5 sum / B (convention authors_code)", "Eq. 7; main.py", "target.convention", "authors_code"),
+    _r(_T, "*", "target convention", "sigma = standard deviation (Eq. 5-6)",
+       "sigmas are variances (px^2): Sigma = R diag(v_maj, v_min) R^T", "variances (authors_code)",
+       "Eq. 5-6; heatmap_image_generator.generate_heatmap_target_sigmas_rotation; Table 4 sigma=3 -> 0.66 mm^2",
+       "train.convention", "authors_code"),
+    _r(_T, "*", "target init", "sigma_maj = sigma_min = 3, theta = 0 (Sec. 4.1)", "variances 3 px^2, rotation 0",
+       "3 px^2, theta 0", "Sec. 4.1; main.py", "train.init_sigma", 3.0),
+    _r(_T, "*", "gamma", "100 (Sec. 4.1, Eq. 4)", "", "100", "Sec. 4.1; sigma_scale", "target.gamma", 100.0),
+    _r(_T, "*", "dropout", "not stated (SCN: 0.5)", "0.5 after the first conv of each LA level", "0.5",
+       "network.py dropout_rate", "train.dropout", 0.5),
+    _r(_T, "*", "heatmap-layer init", "SCN: N(0, 0.001)", "truncated normal std 1e-4", "N(0, 0.001)",
+       "network.py", deviation="lmkcore follows the SCN text (1e-3), not the code's 1e-4"),
+    _r(_T, "*", "intensity augmentation", "random shift and scale (no ranges)", "shift +-0.25, scale 1 +- 0.25",
+       "shift +-0.25, scale +-0.25", "dataset.py", "augment.intensity_shift", 0.25, _INT_DEV),
+    _r(_T, "*", "spatial augmentation", "translation, scaling, rotation, elastic (no ranges)",
+       "translate +-10 mm; rotate +-0.25 rad; scale 1+-0.2 x per-axis 1+-0.2; B-spline 5x5, max 10 mm",
+       "translate 20/512; rotate 15 deg; scale 0.4; elastic 12 grid, SD 5 px", "dataset.py",
+       "augment.rotate_deg", 15.0, _AUG_DEV),
+    _r(_T, "*", "Sigma-hat fit model", "Eq. 4 with amplitude gamma / (2 pi sqrt|Sigma|), robust least squares "
+       "(Branch et al. 1999 = trust-region reflective) from the maximum (Sec. 3.2)", "not released",
+       "Eq. 4 tied amplitude, plain least squares", "Sec. 3.2", "fit.model", "tied"),
+    _r(_T, "*", "Sigma-hat fit loss", "no robust loss named (Sec. 3.2)", "not released", "linear",
+       "Sec. 3.2", "fit.loss", "linear"),
+    _r(_T, "*", "Sigma-hat fit gamma", "100 (Eq. 4)", "not released", "100", "Eq. 4", "fit.gamma", 100.0),
+    _r(_T, "*", "Sigma-hat fit window", "not stated", "not released", "15 x 15 px around the maximum",
+       "Sec. 3.2", "experiment.fit_window", 15,
+       "unknown in the paper: an implementation choice of lmkcore"),
+    _r(_T, "*", "MC dropout samples K", "20 (Sec. 4.1)", "no MC path in the code", "20", "Sec. 4.1",
+       "profile.mc_samples", 20),
+    _r(_T, "*", "MCD baselines' model", "fixed targets (Sec. 5.4): the sigma = 3 model", "not in the code",
+       "notebook 04 runs MC dropout on the Sigma-target model", "Sec. 5.4",
+       deviation="not yet moved to the sigma = 3 model (issue 13, item 5)"),
+    _r(_T, "*", "ground truth, Table 2 Test1/Test2", "not stated", "junior, senior or challenge (landmark_sources)",
+       "the record's reference (senior)", "Sec. 5.1; dataset.py"),
+    _r(_T, "*", "ground truth, CV jun. / Fig. 3 / Fig. 9", "junior annotations (Sec. 5.1, Table 2)", "junior",
+       "not run yet", "Sec. 5.1", deviation="the CV-junior rows need the reference parameter (issue 13, item 4)"),
+    _r(_T, "*", "splits", "ISBI: 150 train, Test1 150, Test2 100; CV jun.: 4-fold over 400",
+       "setup_ann train/test1/test2, all_landmarks/cv/set1-4 (300/100)", "train / test_all (test1, test2)",
+       "Sec. 5.1; setup_ann"),
+    _r(_T, "*", "inter-observer model (Tables 3-4)", "mean of the 11 observers, 5 landmarks, 4-fold CV over 100",
+       "5_landmarks/cv/set1-4 (75/25), target = mean of 11", "19 landmarks, one fold", "Sec. 5.3",
+       deviation="5-landmark 4-fold CV not run yet (issue 13, item 4)"),
+    # ---------------------------------------------------------------- Thaler et al. 2021, per method
+    _r(_T, "scn_aniso", "target", "Sigma-target: learned theta, sigma_maj, sigma_min (Eq. 5-7)",
+       "sigmas [N, 2] (variances) + rotation [N]", "learned_aniso", "Eq. 5-7; main.py", "train.target",
+       "learned_aniso"),
+    _r(_T, "scn_aniso", "alpha", "5, on sigma_maj sigma_min (Eq. 7)", "5, on v_maj v_min (power 1) / batch",
+       "5 * sum v_maj v_min", "Sec. 4.1; main.py sigma_regularization, sigma_loss_power", "target.alpha", 5.0),
+    _r(_T, "scn_iso", "target", "sigma-target (Table 4)", "same_sigma=True: one variance per landmark",
+       "learned_iso (one variance)", "Table 4; README", "train.target", "learned_iso"),
+    _r(_T, "scn_iso", "alpha", "not stated", "5 (README: same_sigma, sigma_regularization 5) on v^2",
+       "5 * sum v^2", "README", "target.alpha", 5.0),
+    _r(_T, "scn_fixed", "target", "fixed isotropic variance 3.0 (Sec. 5.4)", "same_sigma, alpha 0, stop_gradient",
+       "fixed, 3 px^2", "Sec. 5.4; README", "train.target", "fixed"),
+    _r(_T, "scn_fixed", "alpha", "0", "0", "0", "README", "target.alpha", 0.0),
+    # ---------------------------------------------------------------- Payer et al. 2019, 2D cephalograms
+    _r(_P, "*", "input size and spacing", "512 x 512 (Sec. 4.3)", "512 x 512 at 0.46875 mm/px, centred",
+       "416 px wide, aspect kept", "Sec. 4.3; cep/main.py", "experiment.input_width", 416, _INPUT_DEV),
+    _r(_P, "*", "filters", "128 (Sec. 3)", "", "128", "Sec. 3", "train.num_filters", 128),
+    _r(_P, "*", "iterations", "30,000 for 2DSkull (Sec. 4.3)", "", "30,000", "Sec. 4.3; cep/main.py max_iter",
+       "train.iterations", 30000),
+    _r(_P, "*", "optimiser", "Nesterov, momentum 0.99 (Sec. 3)", "", "Nesterov SGD", "Sec. 3",
+       "train.optimizer", "nesterov"),
+    _r(_P, "*", "momentum", "0.99 (Sec. 3)", "", "0.99", "Sec. 3", "train.momentum", 0.99),
+    _r(_P, "*", "learning rate", "1e-6 (Sec. 3)", "", "1e-6", "Sec. 3", "train.lr", 1e-6),
+    _r(_P, "*", "lr schedule", "constant", "constant", "constant", "Sec. 3; cep/main.py",
+       "train.lr_schedule", "constant"),
+    _r(_P, "*", "batch size", "1 (Sec. 3)", "", "1", "Sec. 3", "train.batch_size", 1),
+    _r(_P, "*", "gradient clipping", "not stated", "global norm 10,000", "10,000", "cep/main.py",
+       "train.clip_grad_norm", 1e4),
+    _r(_P, "*", "weight decay", "lambda = 0.0005 on ||w||^2 beside the full squared error (Eq. 2)",
+       "0.001 * l2_loss(w) = 0.0005 ||w||^2 beside the half squared error", "0.0005 ||w||^2, half squared error",
+       "Eq. 2; cep/main.py reg_constant", "train.l2_lambda", 5e-4),
+    _r(_P, "*", "target convention", "sigma = standard deviation, alpha ||sigma||^2 (Eq. 1-2)",
+       "std; 20 * l2_loss(sigma) = 10 sum sigma^2 beside the half squared error", "payer",
+       "Eq. 1-2; generate_heatmap_target", "target.convention", "payer"),
+    _r(_P, "*", "target", "learned isotropic sigma per landmark (Eq. 1)", "", "learned_iso", "Eq. 1",
+       "train.target", "learned_iso"),
+    _r(_P, "*", "sigma init", "not stated (Fig. 2: a learned sigma of 2.16)", "2.5 px", "2.5 px",
+       "cep/main.py sigmas", "train.init_sigma", 2.5),
+    _r(_P, "*", "alpha", "20 (2D, Sec. 3)", "20 * l2_loss = 10 sum sigma^2 (relative to the halved data term: 20)",
+       "20", "Sec. 3; cep/main.py", "target.alpha", 20.0),
+    _r(_P, "*", "gamma", "100 (2D)", "", "100", "Sec. 3", "target.gamma", 100.0),
+    _r(_P, "*", "dropout", "0.5 (Sec. 3)", "", "0.5", "Sec. 3", "train.dropout", 0.5),
+    _r(_P, "*", "heatmap-layer init", "N(0, 0.001)", "truncated normal std 1e-4", "N(0, 0.001)", "Sec. 3",
+       deviation="the code's 1e-4 not adopted"),
+    _r(_P, "*", "intensity augmentation", "x U[0.75, 1.25], + U[-0.25, 0.25]", "shift +-0.25 then x(1 +- 0.25)",
+       "shift +-0.25, scale +-0.25", "Sec. 3", "augment.intensity_scale", 0.25, _INT_DEV),
+    _r(_P, "*", "translation", "U[-20, 20] px (of 512)", "+-10 mm", "20/512 of the size", "Sec. 3",
+       "augment.translate", 20 / 512),
+    _r(_P, "*", "rotation", "U[-15, 15] deg", "+-0.25 rad", "15 deg", "Sec. 3", "augment.rotate_deg", 15.0),
+    _r(_P, "*", "scale", "U[0.6, 1.4]", "1+-0.2 x per-axis 1+-0.2", "1 +- 0.4", "Sec. 3", "augment.scale", 0.4),
+    _r(_P, "*", "elastic deformation", "12 x 12 px grid moved by 5 px", "5 x 5 grid, max 10 mm", "12 grid, SD 5 px",
+       "Sec. 3", "augment.elastic_grid", 12, "lmkcore's magnitude is a displacement SD (the text's 5 px), "
+       "capped by a Lipschitz bound; the code's 5 x 5 / 10 mm not adopted"),
+    _r(_P, "*", "landmark extraction", "bicubic upsampling to the original + argmax (Eq. 3)",
+       "argmax + quadratic sub-pixel on the network grid", "argmax + sub-pixel refinement on the network grid",
+       "Sec. 3; HeatmapTest"),
+    _r(_P, "*", "ground truth", "Wang et al. protocol", "challenge (= senior except L16 in Test2)",
+       "the record's reference (senior)", "cep/README", deviation="challenge GT selectable once the reference "
+       "parameter lands (issue 13, item 4); senior differs only in L16 of Test2"),
+    _r(_P, "*", "splits", "150 train / 250 test (Test1 150 + Test2 100)", "", "train / test_all", "Sec. 4.3"),
+    _r(_P, "scn_payer", "network", "SCN (LA x SC)", "", "scn", "Sec. 3", "train.model", "scn"),
+    _r(_P, "unet_iso", "network", "Localization U-Net, same loss (learned sigma)", "", "unet", "Sec. 4",
+       "train.model", "unet"),
+    _r(_P, "la_only_iso", "network", "LA component alone", "", "la_only", "Fig. 9", "train.model", "la_only"),
+    # ---------------------------------------------------------------- McCouat & Voiculescu 2022 (not wired yet)
+    _r(_M, "*", "input size and spacing", "640 x 800 (Sec. 4.1)", "pad right/bottom to 0.8, resize; 0.30234 mm/px",
+       "see issue 14", "Sec. 4.1; cephalometric.yaml"),
+    _r(_M, "*", "network", "U-Net, ResNet-34 encoder, ImageNet-pretrained; decoder 256,128,64,32,32", "smp.Unet",
+       "resnet34_unet", "Sec. 3.1; model.py", deviation="no pretrained weights offline (random init)"),
+    _r(_M, "*", "optimiser", "Adam, lr 0.001, batch 4 (Sec. 4.2)", "", "Adam 1e-3, batch 4", "Sec. 4.2"),
+    _r(_M, "*", "schedule", "x0.1 at epochs 4, 6, 8; 15 epochs", "MultiStepLR([4,6,8], 0.1), 15 epochs",
+       "see issue 14", "Sec. 4.2; config.py"),
+    _r(_M, "*", "target and loss", "one-hot at the GT pixel, 2D softmax + NLL (Eq. 1-2)", "GT position truncated",
+       "onehot_nll", "Sec. 3.1; landmark_dataset.py"),
+    _r(_M, "*", "ground truth", "mean of senior and junior", "", "see issue 14", "Sec. 4.1"),
+    _r(_M, "*", "augmentation", "translate +-10 px; intensity x[0.5, 1]; scale [0.95, 1.05]; rotate +-3 deg; elastic",
+       "intensity x[0.5, 1.5] + gamma; scale {0.95, 1}; rotate {-3, +3} deg; elastic alpha U(0,500), sigma 30",
+       "see issue 14", "Sec. 4.2; cephalometric.yaml"),
+    _r(_M, "*", "temperature scaling", "one T per landmark, NLL (Sec. 3.3)", "Test1 halves, Adam 0.01, min-ECE model",
+       "see issue 14", "Sec. 3.3; temperature_scaling.py"),
+    _r(_M, "*", "ECE", "10 bins on [0, max conf]; correct = same pixel", "bins to 0.15 + catch-all; error < ps/sqrt(pi); "
+       "x100", "lmkcore.analysis.calibration (both)", "Sec. 5.2.1; plots.py"),
+    _r(_M, "*", "ROC erroneous label", "error > 2 mm", "error > 4 mm", "see issue 14", "Sec. 5.3.1; plots.py"),
+    # ---------------------------------------------------------------- Schobs et al. 2021 (not wired yet)
+    _r(_S, "*", "data", "ASPIRE CMR, 512 x 512 at 0.9375 mm/px, 8-fold CV", "", "synthetic stand-in",
+       "Sec. 3.1", deviation="the ASPIRE data are private"),
+    _r(_S, "*", "network", "3 x (conv 3x3, 32 + max-pool), 3 x conv 3x3 32, 1x1 heads 64 / 96 (Sec. 2)",
+       "BatchNorm + ReLU after every conv", "lmkcore.models.phdnet", "Sec. 2; MediMarker PHD_Net.py"),
+    _r(_S, "*", "optimiser", "Adam lr 0.001, batch 32, 500 epochs, patience 75 on validation loss (Sec. 3)",
+       "SGD Nesterov 0.99, poly decay, batch 12, patience 1000", "see issue 14", "Sec. 3"),
+    _r(_S, "*", "heatmap target", "Gaussian on the patch grid, std 2 patches (Sec. 3.2)", "GAUSS_SIGMA 2 (example)",
+       "see issue 14", "Table 1; generate_labels.py"),
+    _r(_S, "*", "displacement loss", "Gaussian-weighted squared error (Sec. 2.1)", "weighted unsquared L2 norm",
+       "see issue 14", "Sec. 2.1; losses.py"),
+    _r(_S, "*", "candidate smoothing", "best 128 x 128 heatmap window votes (Sec. 2.2)", "whole image votes",
+       "see issue 14", "Sec. 2.2; heatmap_manipulation.py"),
+)
+
+
+def ledger_rows(paper: str, method: str | None = None) -> list[LedgerRow]:
+    """Rows of ``paper`` (a key of :data:`PAPERS`), for one ``method`` (its own rows and the ``"*"`` rows) or all.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown paper.
+    """
+    if paper not in PAPERS:
+        raise ConfigError(f"unknown paper {paper!r}; known: {', '.join(PAPERS)}")
+    return [r for r in LEDGER if r.paper == paper and (method is None or r.method in ("*", method))]
+
+
+def ledger_table(paper: str, method: str | None = None):
+    """The rows of :func:`ledger_rows` as a ``pandas.DataFrame`` (one row per setting, display columns only)."""
+    import pandas as pd
+
+    rows = ledger_rows(paper, method)
+    return pd.DataFrame({
+        "method": [r.method for r in rows],
+        "setting": [r.setting for r in rows],
+        "paper text": [r.paper_text for r in rows],
+        "authors' code": [r.authors_code for r in rows],
+        "lmkcore paper profile": [r.lmkcore for r in rows],
+        "source": [r.source for r in rows],
+        "deviation": [r.deviation for r in rows],
+    })
+
+
+def show_ledger(*papers: str, method: str | None = None, file=None) -> None:
+    """Print the ledger rows of ``papers`` as plain-text tables (what each notebook shows at its top)."""
+    import sys
+
+    out = file or sys.stdout
+    for paper in papers:
+        rows = ledger_rows(paper, method)
+        print(f"Fidelity ledger: {PAPERS[paper]} ({len(rows)} settings; 'paper' profile)", file=out)
+        for r in rows:
+            code = f" | code: {r.authors_code}" if r.authors_code else ""
+            scope = "" if r.method == "*" else f"[{r.method}] "
+            dev = f"  <- DEVIATION: {r.deviation}" if r.deviation else ""
+            print(f"  {scope}{r.setting}: text: {r.paper_text}{code} | lmkcore: {r.lmkcore}{dev}", file=out)
+        print(file=out)
+
+
+def _actual(path: str, exp, profile, num_landmarks: int) -> Any:
+    from lmkcore.analysis.fitting import fit_gaussians
+    from lmkcore.training.trainer import build_target
+
+    kind, _, name = path.partition(".")
+    if kind == "train":
+        return getattr(exp.train, name)
+    if kind == "augment":
+        return getattr(exp.train.augment, name)
+    if kind == "experiment":
+        return getattr(exp, name)
+    if kind == "profile":
+        return getattr(profile, name)
+    if kind == "target":
+        return getattr(build_target(exp.train, num_landmarks), name)
+    if kind == "fit":
+        return inspect.signature(fit_gaussians).parameters[name].default
+    raise ConfigError(f"ledger field {path!r}: unknown prefix {kind!r}")
+
+
+def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019"), profile=None) -> list[str]:
+    """Build every ``paper``-profile configuration of the papers' methods and compare it with the ledger.
+
+    Uses :func:`lmkcore.training.methods.experiment_config` on a stand-in ISBI-like record (splits
+    ``train`` / ``test_all``, 19 landmarks; nothing is loaded).
+
+    Returns
+    -------
+    list of str
+        One line per mismatch (empty when lmkcore builds exactly what the ledger states).
+    """
+    from lmkcore.training.methods import experiment_config
+    from lmkcore.training.profiles import get_profile
+
+    profile = profile or get_profile("paper")
+    record = SimpleNamespace(name="isbi2015", splits={"train": [], "test_all": []}, target="senior",
+                             reference="senior", num_landmarks=19)
+    problems = []
+    for paper in papers:
+        for method in PAPER_METHODS[paper]:
+            try:
+                exp = experiment_config(profile, record, method)
+            except ConfigError as err:
+                problems.append(f"{paper}/{method}: no configuration ({err})")
+                continue
+            for row in ledger_rows(paper, method):
+                if row.field is None:
+                    continue
+                got = _actual(row.field, exp, profile, 19)
+                same = abs(got - row.value) <= 1e-12 * abs(row.value) if isinstance(row.value, float) and \
+                    isinstance(got, (int, float)) else got == row.value
+                if not same:
+                    problems.append(f"{paper}/{method}: {row.setting} ({row.field}) is {got!r}, ledger says {row.value!r}")
+    return problems
+
+
+# every field name a row may check exists (typos fail at import, not silently)
+def _check_field_names() -> None:
+    from lmkcore.training.augment import AugmentConfig
+    from lmkcore.training.trainer import TrainConfig
+
+    names = {"train": {f.name for f in fields(TrainConfig)}, "augment": {f.name for f in fields(AugmentConfig)}}
+    for row in LEDGER:
+        if row.field is None:
+            continue
+        kind, _, name = row.field.partition(".")
+        if kind in names and name not in names[kind]:
+            raise ConfigError(f"ledger row {row.paper}/{row.setting}: {row.field!r} is not a field")
