@@ -281,7 +281,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, spacing: tuple[float
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in spacing))
     # unique per writer (the extension stays last: SimpleITK picks the format from it)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    ext = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{path.name[: len(path.name) - len(ext)]}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{ext}")
     try:
         sitk.WriteImage(img, str(tmp))
         os.replace(tmp, path)

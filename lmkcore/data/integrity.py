@@ -54,6 +54,8 @@ CHECKSUM_SUFFIX = ".sha256"
 MANIFEST_NAME = "MANIFEST.sha256"
 
 _CHUNK = 1 << 20
+# lock files held by this process (file_lock): remove_stale_partials may clean their keys
+_HELD: set[str] = set()
 # path -> (st_ino, st_size, st_mtime_ns, digest) of files verified in this process
 _VERIFIED: dict[str, tuple[int, int, int, str]] = {}
 
@@ -250,13 +252,19 @@ def file_lock(key: str | os.PathLike, timeout: float | None = None, poll: float 
                 if time.monotonic() - start > timeout:
                     raise DataError(f"{lpath}: still locked by another run after {timeout:.0f} s") from None
                 time.sleep(poll)
-        yield lpath
+        _HELD.add(str(lpath))
+        try:
+            yield lpath
+        finally:
+            _HELD.discard(str(lpath))
     finally:
         os.close(fd)  # closing releases the lock
 
 
 def _try_lock(key: Path) -> int | None:
     lpath = lock_path(key)
+    if str(lpath) in _HELD:  # this process holds the key (its caller is the only writer)
+        return os.open(os.devnull, os.O_RDONLY)
     try:
         fd = os.open(lpath, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
@@ -274,7 +282,8 @@ def remove_stale_partials(folder: str | os.PathLike, pattern: str = "*") -> list
 
     A leftover is removed only when the lock of its key (``<key>`` = the name
     between the leading dot and the last two dot-separated parts) can be taken
-    at once, i.e. no live process is writing that key. ``pattern`` restricts
+    at once or is held by the calling process (inside :func:`file_lock`), i.e.
+    no other live process is writing that key. ``pattern`` restricts
     the keys (glob on ``<key>``). Returns the removed paths.
     """
     folder = Path(folder)
