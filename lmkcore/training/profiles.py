@@ -11,7 +11,7 @@
 ``paper-dry``
     ``paper`` in every size (input size and spacing, filters, widths, batch, MC
     samples, windows) but 2 training iterations (1 epoch for epoch schedules) and
-    the first 4 images of every split: runs every ``paper`` code path on a CPU.
+    the first 3 images of every split: runs every ``paper`` code path on a CPU.
 """
 from __future__ import annotations
 
@@ -179,11 +179,11 @@ PROFILES: dict[str, Profile] = {
 
 
 def _dry_run(paper: Profile) -> Profile:
-    """``paper`` with 2 training iterations (also in its convention overrides), 1 epoch and 4 images per split."""
+    """``paper`` with 2 training iterations (also in its convention overrides), 1 epoch and 3 images per split."""
     overrides = tuple((conv, tuple((k, 2 if k == "iterations" else v) for k, v in fields))
                       for conv, fields in paper.convention_overrides)
     return replace(paper, name="paper-dry", base="paper", iterations=2, convention_overrides=overrides,
-                   split_images=4, max_epochs=1)
+                   split_images=3, max_epochs=1)
 
 
 PROFILES["paper-dry"] = _dry_run(PROFILES["paper"])
