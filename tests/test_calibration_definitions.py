@@ -112,3 +112,23 @@ def test_adam_best_ece_temperature_is_deterministic_and_minimises_selection_ece(
     assert (t > 1.0).all()
     before = losses.onehot_nll(logits[:24], lm[:24], rounding="floor").item()
     assert losses.onehot_nll(logits[:24], lm[:24], t, rounding="floor").item() < before
+
+
+def test_compare_definitions_side_by_side_matches_the_parts():
+    # 1 image x 5 landmarks; pixel 0.3 mm -> code radius 0.1693 mm
+    conf = np.array([[0.01, 0.02, 0.05, 0.5, 0.9]])
+    err = np.array([[0.10, 0.25, 3.0, 0.16, 5.0]])
+    same = np.array([[True, True, False, False, False]])
+    ere = np.array([[0.5, 0.7, 2.5, 0.4, 3.0]])
+    table = cal.compare_definitions(conf, err, same, 0.3, ere)
+    code_correct = err < 0.3 / np.sqrt(np.pi)  # [T, F, F, T, F]
+    assert code_correct.tolist() == [[True, False, False, True, False]]
+    assert table.loc["authors_code", "ECE"] == pytest.approx(29.2)  # the hand value of the test above
+    assert table.loc["paper_text", "ECE"] == pytest.approx(
+        cal.reliability_diagram(conf, same, definition="paper_text").ece)
+    assert table.loc["paper_text", "accuracy"] == pytest.approx(0.4)
+    assert table.loc["authors_code", "accuracy"] == pytest.approx(0.4)
+    # errors > 2 mm: landmarks 3 and 5 (ERE 2.5, 3.0) -> first TPR >= 0.5 at ERE 3.0; > 4 mm: only 5 -> 3.0
+    assert table.loc["paper_text", "ERE threshold (mm)"] == 3.0 and table.loc["paper_text", "ROC AUC"] == 1.0
+    assert table.loc["authors_code", "ERE threshold (mm)"] == 3.0
+    assert table.loc["authors_code", "erroneous if error > (mm)"] == 4.0

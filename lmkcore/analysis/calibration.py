@@ -38,7 +38,7 @@ __all__ = [
     "CalibrationDefinition", "DEFINITIONS", "calibration_definition", "correct_predictions", "roc_positive",
     "fit_temperature", "fit_temperature_best_ece", "expected_radial_error", "ere_from_heatmaps",
     "ReliabilityDiagram", "reliability_diagram", "roc_curve", "roc_auc", "threshold_at_tpr",
-    "binned_means", "spearman",
+    "binned_means", "spearman", "compare_definitions",
 ]
 
 
@@ -448,3 +448,52 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.float64).ravel()
     keep = ~np.isnan(x) & np.isfinite(y)
     return float(spearmanr(x[keep], y[keep]).statistic)
+
+
+# ----------------------------------------------------------------------------- both definitions side by side
+def compare_definitions(confidence: np.ndarray, errors_mm: np.ndarray, same_pixel: np.ndarray, pixel_mm,
+                        ere: np.ndarray | None = None, roc_rows: np.ndarray | None = None, tpr: float = 0.5):
+    """ECE, accuracy and the ERE flagging threshold under both definitions, one row each.
+
+    Parameters
+    ----------
+    confidence : array ``(M, N)``
+        Probability at the hottest pixel (after temperature scaling, as in the paper's Fig. 4c).
+    errors_mm : array ``(M, N)``
+        Radial error of the hottest pixel (mm).
+    same_pixel : array ``(M, N)`` bool
+        Hottest pixel == nearest pixel of the ground truth (the text's "correct").
+    pixel_mm : float or array ``(M,)``
+        Working pixel size (mm); the code's "correct" is ``error < pixel_mm / sqrt(pi)``.
+    ere : array ``(M, N)``, optional
+        Expected Radial Error (mm); with it, the ROC AUC and the threshold at ``tpr`` for each
+        definition's "erroneous" label (> 2 mm text, > 4 mm code), on ``roc_rows`` (``(M,)`` bool; all rows
+        by default).
+
+    Returns
+    -------
+    pandas.DataFrame indexed by definition name, columns ``ECE`` (on the definition's scale), ``ECE scale``,
+    ``accuracy``, ``erroneous if error > (mm)``, ``ROC AUC``, ``ERE threshold (mm)``.
+    """
+    import pandas as pd
+
+    conf = np.asarray(confidence, dtype=np.float64)
+    err = np.asarray(errors_mm, dtype=np.float64)
+    pix = np.broadcast_to(np.asarray(pixel_mm, dtype=np.float64).reshape(-1, *([1] * (err.ndim - 1))), err.shape)
+    with np.errstate(invalid="ignore"):
+        correct = {"paper_text": np.asarray(same_pixel, dtype=bool),
+                   "authors_code": np.isfinite(err) & (err < pix / np.sqrt(np.pi))}
+    rows = {}
+    for name, d in DEFINITIONS.items():
+        rd = reliability_diagram(conf, correct[name], definition=d)
+        row = {"ECE": rd.ece_reported, "ECE scale": "x100 (code)" if d.ece_scale == 100 else "fraction (text)",
+               "accuracy": float(np.mean(correct[name][np.isfinite(conf)])) if np.isfinite(conf).any() else np.nan,
+               "erroneous if error > (mm)": d.roc_error_mm, "ROC AUC": np.nan, "ERE threshold (mm)": np.nan}
+        if ere is not None:
+            e = np.asarray(ere, dtype=np.float64)
+            sel = np.ones(e.shape[0], bool) if roc_rows is None else np.asarray(roc_rows, bool)
+            scores, positive = e[sel], roc_positive(err[sel], d)
+            row["ROC AUC"] = roc_auc(scores, positive)
+            row["ERE threshold (mm)"] = threshold_at_tpr(scores, positive, tpr, d)
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("definition")
