@@ -5,6 +5,9 @@
 #   ./run_all.sh [--profile smoke|quick|paper] [--dataset NAME] [--data-root PATH]
 #                [--only NN[,NN...]] [--device auto|cpu|cuda[:N]] [--seed N] [...]
 #   ./run_all.sh --tests [pytest arguments...]
+#   ./run_all.sh --docs                      # API reference (pdoc) -> docs/api/index.html
+#
+# Figures go to figures/<profile>-<dataset>/ (one folder per run). Same options: python -m lmkcore.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
@@ -45,8 +48,12 @@ if [[ ! -f "$stamp" ]]; then
     touch "$stamp"
 fi
 
-# 3. Run.
+# 3. Run. Real-data studies (notebooks 05, 07, tests) are found through $LMKCORE_SHARED_DATA, never
+#    relative to the installed package; default: the shared/data folder beside this checkout, if present.
 export PYTHONUNBUFFERED=1
+if [[ -z "${LMKCORE_SHARED_DATA:-}" && -d "$ROOT/../shared/data" ]]; then
+    export LMKCORE_SHARED_DATA="$(cd "$ROOT/../shared/data" && pwd)"
+fi
 if [[ "$mode" == tests ]]; then
     exec "$PY" -m pytest "$@"
 else

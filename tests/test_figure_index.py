@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 from lmkcore.reporting import style  # noqa: E402
-from lmkcore.reporting.figure_index import index_problems, output_files, write_index  # noqa: E402
+from lmkcore.reporting.figure_index import (  # noqa: E402
+    index_problems, output_files, run_folder_name, run_folders, write_index, write_root_index)
 
 
 def index_rows(text: str) -> dict[str, list[str]]:
@@ -68,13 +69,16 @@ def test_two_runs_are_flagged(tmp_path):
     assert "more than one run (quick / synthetic, smoke / synthetic)" in (tmp_path / "INDEX.md").read_text()
 
 
-def test_index_is_complete_after_a_smoke_run(tmp_path, session_cache):
+def test_index_is_complete_after_a_smoke_run(tmp_path):
     """``run_all.sh --profile smoke`` (notebooks 00 and 08: tables and figures of two notebooks) leaves an
-    INDEX.md that lists every figure/table file with its paper reference, notebook, profile/dataset and time."""
-    figs = tmp_path / "figures"
+    INDEX.md that lists every figure/table file with its paper reference, notebook, profile/dataset and time.
+    On a fresh cache 08 trains nothing: its line says the example figure was skipped and which command to run."""
+    session_cache = tmp_path / "cache"
+    root = tmp_path / "figures"
+    figs = root / "smoke-synthetic"
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     res = subprocess.run([sys.executable, "-m", "lmkcore.cli", "--profile", "smoke", "--only", "00,08",
-                          "--output-dir", str(tmp_path / "out"), "--figures-dir", str(figs),
+                          "--output-dir", str(tmp_path / "out"), "--figures-dir", str(root),
                           "--cache-dir", str(session_cache), "--device", "cpu"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -82,8 +86,12 @@ def test_index_is_complete_after_a_smoke_run(tmp_path, session_cache):
     files = output_files(figs)
     rows = index_rows((figs / "INDEX.md").read_text())
     assert set(files) == set(rows)
-    assert {"08_explore_example_thaler_fig4_fig7.png", "08_explore_example_thaler_fig4_fig7.pdf",
-            "00_dataset_samples.png", "00_dataset_observer_stats.csv"} <= set(files)
+    assert {"00_dataset_samples.png", "00_dataset_observer_stats.csv"} <= set(files)
+    assert not any(f.startswith("08_explore_example") for f in files)
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("[2/2] 08_explore") and " ok " in ln)
+    assert line.endswith(", 1 section skipped: no cached scn_aniso result (08 never trains); "
+                         "run ./run_all.sh --only 01 --profile smoke first"), line
+    assert not list(session_cache.rglob("*.pt")), "notebook 08 trained a model"
     for f in files:
         name, kind, _, ref, nb, run, created = rows[f]
         assert nb[:2] == f[:2] and nb in ("00_dataset", "08_explore"), f
@@ -95,3 +103,33 @@ def test_index_is_complete_after_a_smoke_run(tmp_path, session_cache):
     for stem in stems:
         exts = {f.rsplit(".", 1)[1] for f in files if f.rsplit(".", 1)[0] == stem}
         assert exts in ({"png", "pdf"}, {"csv", "md"}), (stem, exts)
+
+
+def test_root_index_links_every_run_folder_with_its_counts(tmp_path):
+    for prof, n_tables in (("quick", 2), ("smoke", 1)):
+        folder = tmp_path / run_folder_name(prof, "synthetic")
+        for k in range(n_tables):
+            style.save_table(pd.DataFrame({"a": [1.0]}), folder, f"99_t{k}", "-", notebook="99_demo", profile=prof,
+                             dataset="synthetic")
+        write_index(folder)
+    (tmp_path / "not-a-run").mkdir()  # no provenance records: not a run folder
+    assert [p.name for p in run_folders(tmp_path)] == ["quick-synthetic", "smoke-synthetic"]
+    text = write_root_index(tmp_path).read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| [")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| [quick-synthetic/](quick-synthetic/INDEX.md) | quick / synthetic | 0 | 2 | ")
+    assert rows[1].startswith("| [smoke-synthetic/](smoke-synthetic/INDEX.md) | smoke / synthetic | 0 | 1 | ")
+    assert "not-a-run" not in text
+
+
+def test_committed_figures_live_in_the_default_run_folder():
+    """The committed results are the default run's (quick / synthetic), each file indexed there; the root
+    INDEX.md links that folder."""
+    figs = REPO / "figures"
+    from lmkcore.reporting.figure_index import FIGURE_SUFFIXES
+
+    loose = [p.name for p in figs.iterdir() if p.is_file() and p.suffix in FIGURE_SUFFIXES + (".csv",)]
+    assert loose == [] and not (figs / ".meta").exists()  # only reports (INDEX.md, README.md...) at the root
+    default = figs / run_folder_name("quick", "synthetic")
+    assert index_problems(default) == []
+    assert "[quick-synthetic/](quick-synthetic/INDEX.md)" in (figs / "INDEX.md").read_text()

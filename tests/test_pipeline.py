@@ -110,11 +110,31 @@ def test_source_notebooks_are_output_free_and_parameterised():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def test_smoke_profile_runs_every_notebook(tmp_path, session_cache):
-    out, figs = tmp_path / "out", tmp_path / "figures"
-    res = run(RUNNER + ["--profile", "smoke", "--output-dir", str(out), "--figures-dir", str(figs),
+    """Every notebook runs in the smoke profile, writes only below ``<figures root>/smoke-synthetic/`` (a
+    committed-like ``quick-synthetic/`` folder stays byte for byte the same) and the root INDEX.md links both."""
+    out, root = tmp_path / "out", tmp_path / "figures"
+    committed = root / "quick-synthetic"
+    committed.mkdir(parents=True)
+    for src in sorted((REPO / "figures" / "quick-synthetic").glob("00_*"))[:4]:  # a few real committed files
+        (committed / src.name).write_bytes(src.read_bytes())
+    (committed / ".meta").mkdir()
+    (committed / ".meta" / "00_x.json").write_text("{}")
+    before = _tree(committed)
+    res = run(RUNNER + ["--profile", "smoke", "--output-dir", str(out), "--figures-dir", str(root),
                         "--cache-dir", str(session_cache), "--device", "cpu"])
     assert res.returncode == 0, res.stdout + res.stderr
+    assert _tree(committed) == before
+    assert {p.name for p in root.iterdir()} == {"INDEX.md", "quick-synthetic", "smoke-synthetic"}
+    root_index = (root / "INDEX.md").read_text()
+    assert "[smoke-synthetic/](smoke-synthetic/INDEX.md)" in root_index
+    assert "[quick-synthetic/](quick-synthetic/INDEX.md)" in root_index
+    assert "Kernel is running over TCP" not in res.stdout + res.stderr
+    figs = root / "smoke-synthetic"
     notebooks = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for nb in notebooks:
         assert (out / nb.name).is_file()
@@ -131,3 +151,119 @@ def test_smoke_profile_runs_every_notebook(tmp_path, session_cache):
     listed = {f for rec in records for f in rec["files"]}
     assert produced == listed
     assert {"00_dataset_samples.png", "00_dataset_samples.pdf", "00_dataset_observer_stats.csv"} <= produced
+
+
+@pytest.mark.parametrize("seed, ok", [("0", True), (str(2**32 - 1), True), ("-1", False), (str(2**32), False),
+                                      ("1e3", False)])
+def test_seed_range_is_checked_before_any_notebook(tmp_path, capsys, seed, ok):
+    from lmkcore.cli import main
+
+    args = ["--profile", "smoke", "--seed", seed, "--list"]
+    assert main(args) == (0 if ok else 2)
+    err = capsys.readouterr().err
+    if ok:
+        assert err == ""
+    elif seed == "1e3":
+        assert err.strip() == "run_all.sh: error: --seed must be an integer, got '1e3'"
+    else:
+        assert err.strip() == f"run_all.sh: error: --seed must be between 0 and 2**32 - 1 = 4294967295, got {seed}"
+
+
+def test_unwritable_output_or_figures_folder_stops_before_any_notebook(tmp_path, capsys):
+    from lmkcore.cli import main
+
+    src = tmp_path / "nbs"
+    src.mkdir()
+    _notebook(src / "00_a.ipynb", "print('ran')")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    common = ["--profile", "smoke", "--notebooks-dir", str(src)]
+    for args, message in [
+        (["--output-dir", str(blocker / "out"), "--figures-dir", str(tmp_path / "fig")],
+         f"--output-dir {blocker / 'out'}: not writable (Not a directory)"),
+        (["--output-dir", str(tmp_path / "out"), "--figures-dir", str(blocker)],
+         f"--figures-dir {blocker}: exists and is not a folder"),
+    ]:
+        assert main(common + args) == 2
+        captured = capsys.readouterr()
+        assert captured.err.strip().splitlines() == [f"run_all.sh: error: {message}"]
+        assert "starting" not in captured.out
+        assert not (tmp_path / "out" / "00_a.ipynb").exists()
+
+
+PROGRESS_CELL = """import time
+from lmkcore.progress import progress
+bar = progress(range(30), desc="train demo")
+for i in bar:
+    time.sleep(0.1)
+    bar.set_postfix(loss=f"{1 / (i + 1):.3g}")
+print("cell done")"""
+
+SKIP_CELL = """from lmkcore.reporting.notebook import report_skip
+report_skip("real part", "real annotations not found", "pass --param annotations_dir=...")"""
+
+
+def test_live_progress_skips_and_final_bar_state(tmp_path):
+    """Not a TTY: "starting", then periodic lines naming the running cell with the bar's iterations, rate and
+    loss; the notebook's line reports its skipped section; the executed copy keeps only each bar's final state;
+    the kernel runs over IPC (no TCP warning)."""
+    src = tmp_path / "nbs"
+    src.mkdir()
+    _notebook(src / "00_train.ipynb", SKIP_CELL)
+    nb = nbformat.read(src / "00_train.ipynb", as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell(PROGRESS_CELL))
+    nbformat.write(nb, src / "00_train.ipynb")
+    out = tmp_path / "out"
+    res = run(RUNNER + ["--profile", "smoke", "--notebooks-dir", str(src), "--output-dir", str(out),
+                        "--figures-dir", str(tmp_path / "fig"), "--log-interval", "0.5"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    start = lines.index("[1/1] 00_train                     starting")
+    live = [ln for ln in lines[start + 1:] if ln.startswith("    [00_train] cell ")]
+    bars = [ln for ln in live if "train demo:" in ln and "it/s" in ln and "loss=" in ln and "/30 [" in ln]
+    assert len(bars) >= 2, res.stdout  # several updates of one running bar (3 s at 0.5 s per line)
+    assert any(" cell 4/5, " in ln for ln in bars)  # parameters, injected parameters, x = 1, the training cell
+    ok = [ln for ln in lines if ln.startswith("[1/1] 00_train") and " ok " in ln]
+    assert len(ok) == 1 and ok[0].endswith(
+        ", 1 section skipped: real annotations not found; pass --param annotations_dir=..."), ok
+    assert "Kernel is running over TCP" not in res.stdout + res.stderr
+    executed = nbformat.read(out / "00_train.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stdout")
+    assert "train demo: 100%|" in text and "30/30 [" in text and "cell done" in text
+    assert "\r" not in text and " 0/30 [" not in text  # the final state only, not the frozen initial one
+
+
+def test_verbose_streams_the_notebook_output(tmp_path):
+    src = tmp_path / "nbs"
+    src.mkdir()
+    _notebook(src / "00_talk.ipynb", "print('hello from the notebook')\nprint('second line')")
+    res = run(RUNNER + ["--profile", "smoke", "--notebooks-dir", str(src), "--output-dir", str(tmp_path / "out"),
+                        "--figures-dir", str(tmp_path / "fig"), "--verbose"])
+    assert res.returncode == 0, res.stderr
+    assert "hello from the notebook\nsecond line\n" in res.stdout
+
+
+def test_live_progress_rewrites_one_line_on_a_terminal():
+    import io
+
+    from lmkcore.cli import LiveProgress
+
+    buf = io.StringIO()
+    live = LiveProgress("01_x", 10, out=buf, tty=True)
+    live.cell_started(cell_index=3)
+    live.write("train a:  10%|#  | 1/10 [00:01<00:09, 1.0it/s]\rtrain a:  20%|##  | 2/10 [00:02<00:08, 1.0it/s]")
+    live._tick()
+    live.write("\n")  # a bare newline keeps the last progress line
+    live._tick()
+    frames = buf.getvalue().split("\r")[1:]
+    assert len(frames) == 2 and "\n" not in buf.getvalue()
+    for frame in frames:
+        assert frame.startswith("    cell 4/10, 0s: train a:  20%|##  | 2/10") and frame.endswith("\x1b[K")
+
+
+def test_python_dash_m_lmkcore_runs_the_same_command_line():
+    res = run([sys.executable, "-m", "lmkcore", "--profile", "smoke", "--only", "00,01", "--list"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["00_dataset.ipynb", "01_accuracy.ipynb"]
+    bad = run([sys.executable, "-m", "lmkcore", "--seed", "99999999999"])
+    assert bad.returncode == 2 and "--seed must be between 0 and 2**32 - 1" in bad.stderr

@@ -1,9 +1,13 @@
-"""``figures/INDEX.md``: every figure and table file with its provenance.
+"""``figures/INDEX.md``: every figure and table file with its provenance, one folder per run.
 
+Each ``(profile, dataset)`` run writes into its own folder
+``figures/<profile>-<dataset>/`` (:func:`run_folder_name`), so a smoke run or
+a run on real data never overwrites the committed quick/synthetic results.
 :func:`lmkcore.reporting.style.save_figure` / ``save_table`` write one JSON record per
 saved item into ``<figures_dir>/.meta/`` (files, paper figure/table, notebook,
 profile, dataset, creation time); ``run_all.sh`` turns them into ``INDEX.md``
-with :func:`write_index`. Files in the folder without a record (saved some
+with :func:`write_index` (one ``INDEX.md`` per run folder) and
+:func:`write_root_index` (``figures/INDEX.md``, linking every run folder). Files in the folder without a record (saved some
 other way) are listed too, in a separate section, so the index names every
 figure/table file; :func:`index_problems` says what is incomplete.
 """
@@ -140,5 +144,50 @@ def write_index(figures_dir: str | Path) -> Path:
                  "Saved without `ctx.save_figure` / `ctx.save_table`, so their paper reference and origin are unknown.\n\n"
                  + "\n".join(f"- [{f}]({f})" for f in untracked) + "\n")
     path = figures_dir / INDEX_NAME
+    atomic_write_text(path, text)
+    return path
+
+
+def run_folder_name(profile: str, dataset: str) -> str:
+    """The folder (below the figures root) of a ``(profile, dataset)`` run, e.g. ``"quick-synthetic"``."""
+    return f"{profile}-{dataset}"
+
+
+def run_folders(figures_root: str | Path) -> list[Path]:
+    """The run folders below ``figures_root``: sub-folders holding provenance records (``.meta/``), sorted."""
+    root = Path(figures_root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / ".meta").is_dir())
+
+
+def write_root_index(figures_root: str | Path) -> Path:
+    """Write ``<figures_root>/INDEX.md``: one row per run folder, linking its own ``INDEX.md``.
+
+    Each row gives the folder, the profile/dataset of its records, how many
+    figures and tables it holds and when the newest was made (UTC). The
+    per-folder ``INDEX.md`` files (:func:`write_index`) list the files.
+    """
+    root = Path(figures_root)
+    rows = []
+    for folder in run_folders(root):
+        recs = [r for r in read_index_records(folder)
+                if any((folder / f).is_file() for f in r.get("files", []))]
+        runs = sorted({f"{r.get('profile', '?')} / {r.get('dataset', '?')}" for r in recs})
+        n_fig = sum(r.get("kind") == "figure" for r in recs)
+        n_tab = sum(r.get("kind") == "table" for r in recs)
+        newest = max((str(r.get("created", "")) for r in recs), default="-")
+        link = f"[{folder.name}/]({folder.name}/{INDEX_NAME})"
+        rows.append(f"| {link} | {_cell(', '.join(runs) or '-')} | {n_fig} | {n_tab} | {_cell(newest)} |")
+    text = (
+        "# Figures and tables, by run\n\n"
+        "`./run_all.sh --profile P --dataset D` writes its figures (PNG + PDF) and tables (CSV + Markdown) to "
+        "`figures/P-D/`, so runs never overwrite each other; the committed results are those of the default run, "
+        "`quick-synthetic/`. Each folder's `INDEX.md` lists its files with the paper figure/table, notebook and "
+        "time.\n\n"
+        "| run folder | profile / dataset | figures | tables | newest (UTC) |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    path = root / INDEX_NAME
     atomic_write_text(path, text)
     return path

@@ -117,6 +117,9 @@ def setup_notebook(
 ) -> NotebookContext:
     """Validate a notebook's parameters and prepare the run.
 
+    ``figures_dir`` is the figures root: this run's figures and tables go to
+    ``<figures_dir>/<profile>-<dataset>/``, so runs never overwrite each other.
+
     Raises
     ------
     ConfigError
@@ -140,9 +143,39 @@ def setup_notebook(
     dev = resolve_device(device)
     seed_everything(int(seed))
     style.apply_style()
-    figs = Path(figures_dir).expanduser()
+    from lmkcore.reporting.figure_index import run_folder_name
+
+    figs = Path(figures_dir).expanduser() / run_folder_name(prof.name, dataset)  # figures root -> this run's folder
     figs.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     ctx = NotebookContext(notebook, prof, dataset, root, dev, int(seed), figs, cache, dict(options))
     print(f"{notebook}: profile={prof.name} dataset={dataset} device={dev} seed={seed} figures -> {figs}")
     return ctx
+
+
+#: MIME type of the output :func:`report_skip` displays; ``run_all.sh`` reads it back from the executed notebook.
+SKIP_MIMETYPE = "application/vnd.lmkcore.skip+json"
+
+
+def report_skip(section: str, reason: str, hint: str = "") -> None:
+    """Say that a notebook section was skipped and why; ``run_all.sh`` repeats it on the notebook's line.
+
+    Parameters
+    ----------
+    section : str
+        The section, e.g. ``"real senior/junior agreement"``.
+    reason : str
+        Why, e.g. ``"real annotations not found"``.
+    hint : str, optional
+        What makes it run, e.g. ``"pass --param annotations_dir=..."``.
+    """
+    text = f"section skipped: {section}: {reason}" + (f"; {hint}" if hint else "")
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(text)
+        return
+    display({SKIP_MIMETYPE: {"section": section, "reason": reason, "hint": hint}, "text/plain": text}, raw=True)

@@ -29,7 +29,7 @@ def find_pykale_tables(published_dir: str | Path | None = None, repo_root: str |
     ``pykale-landmark-uncertainty`` folder); a folder without the tables is a
     :class:`~lmkcore.errors.DataError`. Otherwise looked for under
     ``$LMKCORE_SHARED_DATA/pykale-landmark-uncertainty`` and
-    ``<repo_root>/../shared/data/pykale-landmark-uncertainty``.
+    ``<repo_root>/../shared/data/pykale-landmark-uncertainty`` (only when ``repo_root`` is given).
     """
     if published_dir is not None:
         given = Path(published_dir).expanduser()
@@ -41,8 +41,8 @@ def find_pykale_tables(published_dir: str | Path | None = None, repo_root: str |
     bases = []
     if os.environ.get("LMKCORE_SHARED_DATA"):
         bases.append(Path(os.environ["LMKCORE_SHARED_DATA"]).expanduser())
-    root = Path(repo_root) if repo_root is not None else Path(__file__).resolve().parents[2]
-    bases.append(root.parent / "shared" / "data")
+    if repo_root is not None:  # never the installed package's own location
+        bases.append(Path(repo_root).parent / "shared" / "data")
     for b in bases:
         p = b / "pykale-landmark-uncertainty" / "Uncertainty_tuples"
         if p.is_dir():

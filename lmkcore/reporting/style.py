@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +115,42 @@ def save_figure(fig, figures_dir: str | Path, name: str, paper_ref: str, **prove
     return paths
 
 
+#: Units added to Markdown table headers that lack them (the CSV keeps the plain column names that code reads):
+#: point/radial errors in mm, success detection rates in %.
+HEADER_UNITS = ((re.compile(r"^(PE|MRE|ERE|RE)( |$)"), "mm"), (re.compile(r"^SDR \d"), "%"))
+
+
+def header_with_unit(name: str) -> str:
+    """``"PE mean"`` -> ``"PE mean (mm)"``, ``"SDR 2mm"`` -> ``"SDR 2mm (%)"``; unchanged when it has a unit already."""
+    if "(" in name or "%" in name:
+        return name
+    for pattern, unit in HEADER_UNITS:
+        if pattern.search(name):
+            return f"{name} ({unit})"
+    return name
+
+
 def markdown_table(df, float_format: str = "{:.3g}") -> str:
-    """Render a pandas DataFrame as a GitHub-flavoured Markdown table (index included)."""
+    """Render a pandas DataFrame as a GitHub-flavoured Markdown table (index included).
+
+    Floats use ``float_format`` (NaN: empty); integer columns stay integers (a count
+    prints ``1900``, not ``1900.00``); headers get their units (:func:`header_with_unit`).
+    """
+    import numpy as np
 
     def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else float_format.format(v)
+        if isinstance(v, (bool, np.bool_)):
+            return str(bool(v))
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        if isinstance(v, (float, np.floating)):
+            return "" if math.isnan(v) else float_format.format(float(v))
         return str(v)
 
-    header = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    header = [str(df.index.name or "")] + [header_with_unit(str(c)) for c in df.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for idx, row in df.iterrows():
-        lines.append("| " + " | ".join([fmt(idx)] + [fmt(v) for v in row]) + " |")
+    for row in df.itertuples(index=True, name=None):  # keeps each column's dtype (iterrows upcasts to float)
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 

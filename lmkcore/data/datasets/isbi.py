@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy
 import numpy as np
 
 from lmkcore.errors import ConfigError, DataError
@@ -375,7 +376,7 @@ class ObserverSet(NamedTuple):
 
     ids: list[str]                   #: 100 image ids, sorted
     landmark_names: tuple[str, ...]  #: the 5 landmark names
-    observers: np.ndarray            #: ``(100, 11, 5, 2)`` pixels
+    observers: numpy.ndarray         #: ``(100, 11, 5, 2)`` pixels (``numpy.``: resolvable from the generated ``__new__``)
     observer_names: list[str]        #: ``['senior', 'junior', 'ann1', ..., 'ann9']``
     landmark_indices: tuple[int, ...]  #: 0-based indices into the 19 ISBI landmarks
 
