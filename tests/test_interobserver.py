@@ -7,6 +7,7 @@ import pytest
 from conftest import shared_data_dir
 from lmkcore.analysis import interobserver as io
 from lmkcore.analysis.covariance import params_to_cov
+from lmkcore.reporting import references
 
 OBSERVER_DIR = shared_data_dir() / "HeatmapUncertainty" / "setup_ann"
 
@@ -86,7 +87,7 @@ def test_real_ann_row_reproduces_thaler_table3():
     pts_mm = obs.observers * 0.1
     assert pts_mm.shape == (100, 11, 5, 2)
     row = io.ann_row(pts_mm)  # ML per-image covariance, mean over images, theta deg y up
-    ref = io.THALER_TABLE3_ANN
+    ref = references.THALER_TABLE3_ANN
     np.testing.assert_array_equal(np.round(row.loc["ratio"].to_numpy(), 2), ref["ratio"])
     np.testing.assert_array_equal(np.round(row.loc["product (mm^2)"].to_numpy(), 2), ref["product"])
     theta = row.loc["theta (deg)"].to_numpy()
@@ -94,7 +95,7 @@ def test_real_ann_row_reproduces_thaler_table3():
     np.testing.assert_array_equal(np.round(theta[keep], 2), np.asarray(ref["theta"])[keep])
     # L4 is nearly isotropic: its angle moves by ~0.006 deg within the files' 0.001 mm precision
     assert abs(theta[3] - ref["theta"][3]) < 0.01
-    search = io.search_ann_conventions(pts_mm)
+    search = io.search_ann_conventions(pts_mm, references.THALER_TABLE3_ANN)
     best = search.iloc[0]
     assert (best["ddof"], best["unit"], best["aggregation"], best["angle frame"]) == (0, "mm", "mean_cov", "y up")
     assert best["matches (of 15)"] == 14 and search.iloc[1]["matches (of 15)"] <= 10

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from lmkcore.analysis.covariance import axis_angle_difference, cov_to_params, empirical_cov
+from lmkcore.analysis.metrics import point_errors
 from lmkcore.data.records import LandmarkDataset
 
 
@@ -72,8 +73,9 @@ def observer_statistics(record: LandmarkDataset) -> pd.DataFrame:
     """
     df = pd.DataFrame(index=pd.Index(record.landmark_names, name="landmark"))
     if {"senior", "junior"} <= set(record.annotations):
-        d = (record.annotations["senior"] - record.annotations["junior"]) * record.spacing[:, None, :]
-        df["senior-junior (mm)"] = np.nanmean(np.linalg.norm(d, axis=-1), axis=0)
+        d = point_errors(record.annotations["senior"], record.annotations["junior"], record.spacing,
+                         missing_prediction="ignore")
+        df["senior-junior (mm)"] = np.nanmean(d, axis=0)
     if len(record.annotators) >= 3:
         th, s1, s2 = cov_to_params(pooled_observer_cov_mm(record))
         df["obs sigma_maj"], df["obs sigma_min"], df["obs theta"] = s1, s2, np.degrees(th)

@@ -6,46 +6,11 @@ one distribution per landmark, described by the ratio
 ``sigma_maj : sigma_min``, the product ``sigma_maj * sigma_min`` (mm^2) and the
 major-axis angle ``theta`` (degrees).
 
-How the paper's Table 3 "Ann." row is computed (found by search, asserted in
-``tests/test_interobserver.py``)
-------------------------------------------------------------------------------
-On the 11-observer files (100 images x 11 observers x 5 landmarks, in mm) the
-candidates below were computed; :func:`search_ann_conventions` runs the grid
-(2 x 4 x 2 x 2 = 32 combinations, 15 printed values each):
-
-* per-image fit: sample covariance with ``ddof = 1`` or the maximum-likelihood
-  Gaussian (``ddof = 0``), both around the mean of the 11 annotations (the
-  senior annotation or the per-image median as the centre were also tried by
-  hand: ratios 3.59/2.37 for L1, far off);
-* aggregation over images: ``"mean_cov"`` (parameters of the mean of the
-  per-image covariance matrices), ``"mean_params"`` (mean over images of the
-  per-image ratio, product and angle), ``"ratio_of_means"`` (mean sigma_maj
-  over mean sigma_min), ``"median_params"``;
-* units: mm (``0.1`` mm/px) or px; angle: image frame (y down) or y up.
-
-Only one combination reproduces the printed row:
-
-    **maximum-likelihood per-image covariance (ddof = 0, 1/11) of the 11
-    annotations in mm, averaged over the 100 images (``"mean_cov"``; the same as
-    the ML covariance of all 1100 offsets from their per-image means), then
-    ``ratio = sigma_maj / sigma_min`` and ``product = sigma_maj * sigma_min`` of
-    that mean covariance (mm^2), and ``theta`` in degrees measured from +x
-    towards +y with y pointing UP (counter-clockwise on screen), i.e. the
-    negative of this package's image-frame angle, in (-90, 90].**
-
-Result (ours, unrounded): ratio 2.5706, 2.1210, 1.5177, 1.1079, 1.4558;
-product 0.3748, 2.7348, 2.3356, 0.2554, 1.1315; theta 39.328, -44.302, 20.967,
--60.335, -13.982 -- the paper prints 2.57 2.12 1.52 1.11 1.46 / 0.37 2.73 2.34
-0.26 1.13 / 39.33 -44.30 20.97 -60.34 -13.98. The 14 values other than the
-angle of L4 agree after rounding to 2 decimals. L4's angle (-60.3347) rounds
-to -60.33, 0.0053 deg from the printed -60.34: L4 is nearly isotropic
-(ratio 1.11), so its angle is very sensitive -- re-quantising the nine
-``ann`` files' coordinates within their stored precision (3 decimals in mm,
-uniform +-0.0005 mm) moves it with SD 0.006 deg (range -60.353..-60.320),
-and ``-60.34`` lies inside that range. The test asserts the 14 to the printed
-precision and L4's angle to within 0.01 deg. With ``ddof = 1`` the products
-are 11/10 too large (0.41, 3.01, ...); the mean of per-image parameters gives
-ratios 3.05, 3.62, ... -- both are excluded.
+How the paper's Table 3 "Ann." row is computed (maximum-likelihood per-image covariance of the 11
+annotations in mm, averaged over the images, angle with y up; :func:`ann_row`) was found by a
+search over conventions (:func:`search_ann_conventions`); the search and its result are recorded in
+``docs/research/interobserver_ann_row.md`` and asserted in ``tests/test_interobserver.py``. The
+paper's numbers are in :data:`lmkcore.reporting.references.THALER_TABLE3_ANN`.
 
 Arrays: points ``(M, K, N, 2)`` ``(x, y)`` (M images, K observers, N
 landmarks) in mm unless stated; covariances ``(..., 2, 2)`` in mm^2;
@@ -63,14 +28,6 @@ import pandas as pd
 from lmkcore.analysis.covariance import cov_to_params
 from lmkcore.errors import DataError
 from lmkcore.data.records import LandmarkDataset
-
-#: Thaler et al. (2021), Table 3, row "Ann." (L1..L5 = gnathion, gonion, orbitale, upper incisal incision,
-#: subnasale): ratio sigma_maj:sigma_min, product sigma_maj*sigma_min (mm^2), theta (deg, y up).
-THALER_TABLE3_ANN = {
-    "ratio": (2.57, 2.12, 1.52, 1.11, 1.46),
-    "product": (0.37, 2.73, 2.34, 0.26, 1.13),
-    "theta": (39.33, -44.30, 20.97, -60.34, -13.98),
-}
 
 AGGREGATIONS = ("mean_cov", "mean_params", "ratio_of_means", "median_params")
 
@@ -187,8 +144,9 @@ def ann_row(points_mm, ddof: int = 0, how: str = "mean_cov") -> pd.DataFrame:
                         index=["ratio", "product (mm^2)", "theta (deg)"], columns=[f"L{k + 1}" for k in range(n)])
 
 
-def search_ann_conventions(points_mm, reference: dict | None = None, spacing_mm: float = 0.1) -> pd.DataFrame:
-    """Try every candidate convention for the Ann. row against ``reference`` (default the paper's).
+def search_ann_conventions(points_mm, reference: dict, spacing_mm: float = 0.1) -> pd.DataFrame:
+    """Try every candidate convention for the Ann. row against ``reference`` (e.g. the paper's,
+    :data:`lmkcore.reporting.references.THALER_TABLE3_ANN`: keys ``ratio``, ``product``, ``theta``).
 
     Candidates: ``ddof`` in (0, 1) x aggregation in :data:`AGGREGATIONS` x unit
     (mm, px = mm / ``spacing_mm``) x angle frame (y up, y down). For each, the
@@ -200,7 +158,7 @@ def search_ann_conventions(points_mm, reference: dict | None = None, spacing_mm:
     points_mm : array_like
         ``(M, K, N, 2)`` annotations in mm.
     """
-    ref = reference or THALER_TABLE3_ANN
+    ref = reference
     pts = np.asarray(points_mm, dtype=np.float64)
     rows = []
     for ddof in (0, 1):

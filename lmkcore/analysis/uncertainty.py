@@ -123,6 +123,17 @@ def declared_cov_mm(record: LandmarkDataset, ids=None) -> np.ndarray:
     return record.truth["annotation_cov"][idx] * sp[..., :, None] * sp[..., None, :]
 
 
+def anisotropic_selection(cov, n_most: int = 3, n_least: int = 2) -> list[int]:
+    """Landmark indices to show: the ``n_most`` most anisotropic (largest ``sigma_maj / sigma_min``, most
+    first) followed by the ``n_least`` least anisotropic (least first) of ``(N, 2, 2)`` covariances.
+
+    The selection of Thaler et al. (2021)-style figures (Figs. 4-6, Table 4 subsets) in notebooks 02-04.
+    """
+    _, s1, s2 = cov_to_params(np.asarray(cov, dtype=np.float64))
+    order = np.argsort(s1 / s2)
+    return [int(k) for k in order[::-1][:n_most]] + [int(k) for k in order[:n_least]]
+
+
 def mean_fit_cov(fit_cov_mm) -> np.ndarray:
     """Mean over images of Sigma-hat ``(M, N, 2, 2)`` -> ``(N, 2, 2)`` mm^2 (NaN fits skipped)."""
     c = np.asarray(fit_cov_mm, dtype=np.float64)
@@ -165,75 +176,6 @@ def angle_agreement(declared_mm, estimates: dict[str, np.ndarray], landmark_name
         df[f"{label} ratio"] = s1 / s2
         df[f"{label} angle error (deg)"] = np.degrees(axis_angle_difference(th, dth))
     return df
-
-
-# --------------------------------------------------------------------------------------
-# Plot helpers shared by notebooks 02 and 03 (Fig. 4/5/6 columns)
-# --------------------------------------------------------------------------------------
-
-def plot_ellipses(ax, covs, color: str, n_std: float = 1.0, alpha: float = 0.3, lw: float = 0.6, max_n: int = 200):
-    """Draw ``(..., 2, 2)`` covariances (mm^2) as ``n_std``-sigma ellipses centred at the origin."""
-    from lmkcore.reporting.plotting import draw_covariance_ellipse
-
-    c = np.asarray(covs, dtype=np.float64).reshape(-1, 2, 2)
-    c = c[np.isfinite(c).all((1, 2))][:max_n]
-    for m in c:
-        draw_covariance_ellipse(ax, (0.0, 0.0), m, n_std=(n_std,), color=color, alpha=alpha, lw=lw)
-
-
-def plot_axis(ax, cov, length: float, color: str = "0.5", center=(0.0, 0.0), **kw):
-    """Draw the major axis of ``cov`` (2x2) through ``center``, ``length`` long on each side."""
-    th, _, _ = cov_to_params(np.asarray(cov))
-    if not np.isfinite(th):
-        return
-    dx, dy = length * np.cos(th), length * np.sin(th)
-    kw.setdefault("lw", 1.0)
-    kw.setdefault("ls", "--")
-    cx, cy = center
-    ax.plot([cx - dx, cx + dx], [cy - dy, cy + dy], color=color, **kw)
-
-
-def offsets_panel(ax, offsets, covs=None, color: str = "#d62728", ellipse_color: str = "#1f77b4",
-                  mean_cov=None, limit: float | None = None, title: str = "", center=(0.0, 0.0)):
-    """One Fig. 4/5/6 panel in mm, y down: offset points, optional ellipses, mean ellipse and its axis.
-
-    Parameters
-    ----------
-    offsets : ndarray
-        ``(P, 2)`` offsets (mm) drawn as dots, or None.
-    covs : ndarray, optional
-        ``(..., 2, 2)`` per-image covariances (mm^2) drawn as thin 1-sigma ellipses.
-    mean_cov : ndarray, optional
-        ``(2, 2)`` drawn as a thick black 1-sigma ellipse with its major axis (grey, dashed),
-        both centred at ``center`` (mm; e.g. the offsets' mean).
-    limit : float, optional
-        Half width of the square view (mm); default from the data.
-    """
-    from lmkcore.reporting.plotting import draw_covariance_ellipse
-
-    if offsets is not None:
-        o = np.asarray(offsets).reshape(-1, 2)
-        ax.scatter(o[:, 0], o[:, 1], s=3, c=color, alpha=0.6, lw=0)
-    if covs is not None:
-        plot_ellipses(ax, covs, ellipse_color)
-    if mean_cov is not None and np.isfinite(mean_cov).all():
-        draw_covariance_ellipse(ax, tuple(center), mean_cov, n_std=(1.0,), color="k", lw=1.2)
-    if limit is None:
-        vals = [np.nanpercentile(np.abs(offsets), 95) if offsets is not None and np.isfinite(offsets).any() else 0.0]
-        if mean_cov is not None and np.isfinite(mean_cov).all():
-            vals.append(2.0 * np.sqrt(np.max(np.linalg.eigvalsh(mean_cov))))
-        limit = max(max(vals) + float(np.max(np.abs(center))), 0.1) * 1.3
-    if mean_cov is not None:
-        plot_axis(ax, mean_cov, 2.0 * limit, center=center)
-    ax.set_xlim(-limit, limit)
-    ax.set_ylim(limit, -limit)
-    ax.set_aspect("equal")
-    ax.axhline(0, color="0.85", lw=0.5, zorder=0)
-    ax.axvline(0, color="0.85", lw=0.5, zorder=0)
-    ax.tick_params(labelsize=6)
-    if title:
-        ax.set_title(title, fontsize=7)
-    return limit
 
 
 # --------------------------------------------------------------------------------------

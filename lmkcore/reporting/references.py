@@ -1,7 +1,8 @@
-"""Numbers reported in the papers, shown as clearly labelled reference rows next to ours.
+"""Every number reported in the four papers, in one place, and the reference rows shown next to ours.
 
 Values are copied from the tables of the papers in ``../shared/papers/``; PE in
-mm (mean, SD), SDR in % at 2 / 2.5 / 3 / 4 mm. NaN = not reported.
+mm (mean, SD), SDR in % at 2 / 2.5 / 3 / 4 mm. NaN = not reported. Notebooks and
+:mod:`lmkcore.reporting.published` take paper numbers only from here.
 """
 from __future__ import annotations
 
@@ -38,6 +39,15 @@ PAYER_TABLE4_OUTLIERS = {
 }
 
 SDR_COLUMNS = ("SDR 2mm", "SDR 2.5mm", "SDR 3mm", "SDR 4mm")
+
+#: Thaler et al. (2021), Table 3, row "Ann." (L1..L5 = gnathion, gonion, orbitale, upper incisal incision,
+#: subnasale): ratio sigma_maj:sigma_min, product sigma_maj*sigma_min (mm^2), theta (deg, y up).
+#: How it is computed: docs/research/interobserver_ann_row.md.
+THALER_TABLE3_ANN = {
+    "ratio": (2.57, 2.12, 1.52, 1.11, 1.46),
+    "product": (0.37, 2.73, 2.34, 0.26, 1.13),
+    "theta": (39.33, -44.30, 20.97, -60.34, -13.98),
+}
 
 
 def thaler_table2(test_set: str) -> pd.DataFrame:
@@ -127,3 +137,37 @@ SCHOBS_TABLE2 = {
 }
 #: Schobs et al. (2021), Table 2: share of images PHD-Net labels high-confidence (%), SA and 4ch.
 SCHOBS_TABLE2_HIC_PERCENT = {"SA": 56.0, "4ch": 42.0}
+
+
+def mccouat_table1(test_set: str) -> pd.DataFrame:
+    """Reference row of McCouat & Voiculescu (2022), Table 1 ("Ours") for ``"test1"`` or ``"test2"``:
+    ``PE mean`` (mm) and ``SDR 2 / 2.5 / 3 / 4 mm`` (%)."""
+    if test_set not in MCCOUAT_TABLE1:
+        raise KeyError(f"unknown test set {test_set!r}; use {', '.join(MCCOUAT_TABLE1)}")
+    return pd.DataFrame([MCCOUAT_TABLE1[test_set]], columns=("PE mean",) + SDR_COLUMNS,
+                        index=["[paper] McCouat & Voiculescu 2022 (ours, with uncertainty)"])
+
+
+def mccouat_table2() -> pd.DataFrame:
+    """Reference rows of McCouat & Voiculescu (2022), Table 2 (Test2 split by the ERE threshold):
+    ``# landmarks``, ``PE mean`` (mm), ``SDR 2 / 2.5 / 3 / 4 mm`` (%)."""
+    return pd.DataFrame.from_dict({f"[paper] {k}": v for k, v in MCCOUAT_TABLE2.items()}, orient="index",
+                                  columns=("# landmarks", "PE mean") + SDR_COLUMNS)
+
+
+def schobs_table1() -> pd.DataFrame:
+    """Schobs et al. (2021), Table 1 (SA images, mm, mean and SD over 8-fold CV) as reference rows."""
+    names = {"Binary map + Simple": "Binary + simple [paper]", "Gaussian + Simple": "Gaussian + simple [paper]",
+             "Gaussian + Candidate Smoothing": "Gaussian + candidate smoothing [paper]"}
+    return pd.DataFrame({"PE mean": [SCHOBS_TABLE1[k][0] for k in names], "PE SD": [SCHOBS_TABLE1[k][1] for k in names]},
+                        index=pd.Index(list(names.values()), name="mapping + coordinates"))
+
+
+def schobs_table2() -> pd.DataFrame:
+    """Schobs et al. (2021), Table 2 (mm, "mean ± SD"; HiC = PHD-Net's high-confidence subset) as reference rows."""
+    names = {"Baseline [9]": "Baseline (Noothout) [paper]", "Hourglass": "Hourglass [paper]", "U-Net": "U-Net [paper]",
+             "PHD-Net": "PHD-Net [paper]"}
+    sa, ch = SCHOBS_TABLE2_HIC_PERCENT["SA"], SCHOBS_TABLE2_HIC_PERCENT["4ch"]
+    cols = ("SA All", f"SA HiC ({sa:g} %)", "4CH All", f"4CH HiC ({ch:g} %)")
+    return pd.DataFrame({c: [f"{SCHOBS_TABLE2[k][j][0]:.2f} ± {SCHOBS_TABLE2[k][j][1]:.2f}" for k in names]
+                         for j, c in enumerate(cols)}, index=pd.Index(list(names.values()), name="model"))

@@ -28,6 +28,7 @@ from lmkcore.analysis.fitting import fit_gaussians
 from lmkcore.data.image_cache import resize_landmarks
 from lmkcore.data.records import LandmarkDataset, row_indices
 from lmkcore.runs.result import PointResult
+from lmkcore.data.integrity import file_lock
 from lmkcore.runs.store import RunStore, forward_batches, has_result, load_trained, read_result, write_result
 from lmkcore.training.trainer import TrainConfig, train
 
@@ -303,10 +304,17 @@ def run_experiment(record: LandmarkDataset, config: ExperimentConfig, cache_dir:
     key = experiment_key(config, record)
     folder = store.result_folder(key)
     cached = load_cached(record, config, store)
-    if cached is not None:
-        if progress:
-            print(f"{label or key}: cached result {folder}")
-        return cached
+    if cached is None:
+        with file_lock(folder):  # one writer per key: a concurrent run waits here, then finds the result
+            cached = load_cached(record, config, store)
+            if cached is None:
+                return _train_predict_save(record, config, store, key, folder, device, progress, label)
+    if progress:
+        print(f"{label or key}: cached result {folder}")
+    return cached
+
+
+def _train_predict_save(record, config, store, key, folder, device, progress, label) -> ExperimentResult:
     train_ds = experiment_dataset(record, config, split_ids(record, config.train_split), store)
     eval_ds = experiment_dataset(record, config, split_ids(record, config.eval_split), store)
     size = train_ds.size
