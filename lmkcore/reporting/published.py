@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lmkcore.reporting import references
 from lmkcore.errors import DataError
 from lmkcore.analysis.phdnet_coordinates import confidence_threshold
 
@@ -101,17 +102,9 @@ def confidence_table(folder: str | Path, measure: str = "S-MHA", fraction: float
     return pd.DataFrame(rows).set_index(["view", "model"])
 
 
-#: Schobs et al. (2021), Table 1 (SA images, mm, mean +- std over 8-fold CV).
-PAPER_TABLE1 = pd.DataFrame(
-    {"PE mean": [22.76, 6.08, 4.73], "PE SD": [29.18, 23.64, 15.39]},
-    index=pd.Index(["Binary + simple [paper]", "Gaussian + simple [paper]", "Gaussian + candidate smoothing [paper]"],
-                   name="mapping + coordinates"))
+#: Schobs et al. (2021), Table 1 (SA images, mm, mean +- std over 8-fold CV); the numbers live in
+#: :mod:`lmkcore.reporting.references`.
+PAPER_TABLE1 = references.schobs_table1()
 
 #: Schobs et al. (2021), Table 2 (mm; HiC = PHD-Net's high-confidence subset: SA 56 %, 4CH 42 %).
-PAPER_TABLE2 = pd.DataFrame(
-    {"SA All": ["24.79 ± 31.82", "5.76 ± 8.48", "5.93 ± 12.75", "4.73 ± 15.39"],
-     "SA HiC (56 %)": ["24.98 ± 33.98", "4.54 ± 4.61", "4.22 ± 6.52", "2.97 ± 2.20"],
-     "4CH All": ["52.90 ± 35.58", "13.33 ± 21.63", "7.78 ± 9.82", "9.51 ± 25.89"],
-     "4CH HiC (42 %)": ["24.98 ± 33.98", "8.40 ± 12.71", "5.72 ± 4.50", "4.40 ± 4.58"]},
-    index=pd.Index(["Baseline (Noothout) [paper]", "Hourglass [paper]", "U-Net [paper]", "PHD-Net [paper]"],
-                   name="model"))
+PAPER_TABLE2 = references.schobs_table2()
