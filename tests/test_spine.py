@@ -138,9 +138,10 @@ def test_missing_landmark_adds_nothing_to_the_loss() -> None:
     pred = torch.rand(1, 3, 12, 10, 10, dtype=torch.float64, requires_grad=True)
     loss, tgt = masked_loss(pred, lm, target)
     assert float(tgt[0, 1].abs().max()) == 0.0
-    # brute force over the two valid landmarks only
-    expected = sum(float(((pred[0, i] - tgt[0, i]) ** 2).sum()) for i in (0, 2))
-    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    # reference: the same loss on a problem without the missing landmark at all
+    only_valid = HeatmapTarget(2, "learned_iso", init_sigma=1.5, gamma=1000.0, spatial_dims=3)
+    expected, _ = masked_loss(pred[:, [0, 2]], lm[:, [0, 2]], only_valid)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-12) and float(loss) > 0
     loss.backward()
     assert float(pred.grad[0, 1].abs().max()) == 0.0 and float(pred.grad[0, 0].abs().max()) > 0
     pred2 = pred.detach().clone()
@@ -373,3 +374,23 @@ def test_real_scans_render_with_their_centroids_inside(tmp_path) -> None:
         have = ~np.isnan(lm).any(-1)
         assert np.array_equal(have, ~np.isnan(table.centroids_mm[k]).any(-1))
         assert np.all(lm[have] > -0.5) and np.all(lm[have] < np.array(vol.shape[::-1]) - 0.5)
+
+
+def test_run_spine_caches_model_and_predictions(tmp_path) -> None:
+    from lmkcore.runs.spine import get_spine_profile, load_spine_model, result_folder, run_spine
+
+    rec = load_spine(spine_dataset(SpineConfig(spacing_mm=12.0), constructed_centroids(5, seed=3), tmp_path))
+    prof = get_spine_profile("smoke")
+    prof = replace(prof, train=replace(prof.train, iterations=2, num_filters=2))
+    first = run_spine(rec, prof, "unet", tmp_path, progress=False)
+    folder = result_folder(tmp_path, first.key)
+    stamp = (folder / "model.pt").stat().st_mtime_ns
+    again = run_spine(rec, prof, "unet", tmp_path, progress=False)
+    assert (folder / "model.pt").stat().st_mtime_ns == stamp  # loaded, not retrained
+    assert again.ids == first.ids == rec.splits["test"] and again.train_seconds == first.train_seconds
+    assert np.array_equal(again.pred_px, first.pred_px) and np.array_equal(again.true_px, first.true_px, equal_nan=True)
+    assert first.pred_px.shape == (len(first.ids), 26, 3) and np.isfinite(first.pred_px).all()
+    net = load_spine_model(first, tmp_path, 26)
+    assert sum(p.numel() for p in net.parameters()) > 0
+    other = run_spine(rec, prof, "unet", tmp_path, progress=False, seed=1)
+    assert other.key != first.key

@@ -3,8 +3,9 @@
 :func:`run_spine` trains the 3D SCN or U-Net of a profile on the training split of a 3D dataset
 (the synthetic spine of :mod:`lmkcore.synthetic.spine` or a user's ``folder`` dataset), predicts the
 test split by sliding windows along z, and caches model and predictions under
-``<cache>/spine/<key>/`` (``model.pt``, ``result.npz``, ``result.json``, all written atomically;
-the key hashes the run config and the data). :func:`table5` gives Payer's Table 5 columns:
+``<cache>/spine/<key>/`` (``model.pt``, and ``result.npz`` + ``result.json`` through the run store's
+:func:`~lmkcore.runs.store.write_result`; the folder is built atomically; the key hashes the run config and
+the data). :func:`table5` gives Payer's Table 5 columns:
 PE_all mean and SD (mm) and the identification rate of Glocker et al. (2013) (20 mm rule,
 :func:`lmkcore.analysis.metrics.identification_rate`) with ``#ID / n``.
 
@@ -38,6 +39,7 @@ from lmkcore.data.formats import atomic_directory, atomic_write_bytes
 from lmkcore.data.records import LandmarkDataset
 from lmkcore.data.volumes import VolumeSet
 from lmkcore.errors import ConfigError
+from lmkcore.runs.store import RunStore, has_result, read_result, write_result
 from lmkcore.training.volume3d import Train3DConfig, build_network_3d, predict_sliding_z, train_3d
 
 __all__ = ["SpineProfile", "SPINE_PROFILES", "get_spine_profile", "SpineResult", "run_spine", "spine_splits",
@@ -75,6 +77,10 @@ class SpineProfile:
         Test scans evaluated.
     train : Train3DConfig
         Network and optimisation (``model`` is set per method).
+    cpu_threads : int or None
+        torch threads while training/predicting on a CPU (None: leave as is). The small 3D convolutions of
+        the smoke/quick networks run faster on one thread than on two (measured on a 2-core CPU: 0.12 vs
+        0.6-1.4 CPU s per SCN step; OpenMP overhead dominates such small tensors).
     """
 
     name: str
@@ -83,6 +89,7 @@ class SpineProfile:
     max_train: int | None
     max_test: int | None
     train: Train3DConfig
+    cpu_threads: int | None = None
 
     def train_config(self, model: str, seed: int = 0, **overrides: Any) -> Train3DConfig:
         return replace(self.train, model=model, seed=seed, **overrides)
@@ -91,11 +98,11 @@ class SpineProfile:
 SPINE_PROFILES: dict[str, SpineProfile] = {
     "smoke": SpineProfile("smoke", spacing_mm=12.0, max_scans=10, max_train=6, max_test=3, train=Train3DConfig(
         input_size=(16, 16, 32), iterations=4, batch_size=2, num_filters=4, optimizer="adam", lr=1e-3,
-        lr_schedule="cosine", init_sigma=1.0, target_lr_scale=1.0, augment=FAST_AUGMENT_3D, overlap=16)),
+        lr_schedule="cosine", init_sigma=1.0, target_lr_scale=1.0, augment=FAST_AUGMENT_3D, overlap=16), cpu_threads=1),
     "quick": SpineProfile("quick", spacing_mm=8.0, max_scans=120, max_train=None, max_test=None, train=Train3DConfig(
         input_size=(16, 16, 32), iterations=200, batch_size=1, num_filters=8, optimizer="adam", lr=2e-3,
         lr_schedule="cosine", init_sigma=1.0, target_lr_scale=1.0, augment=FAST_AUGMENT_3D, overlap=16,
-        clip_grad_norm=1e4)),
+        clip_grad_norm=1e4), cpu_threads=1),
     "paper": SpineProfile("paper", spacing_mm=2.0, max_scans=None, max_train=None, max_test=None, train=Train3DConfig(
         input_size=(96, 96, 192), iterations=40000, batch_size=1, num_filters=64, optimizer="nesterov", lr=1e-6,
         lr_schedule="constant", l2_lambda=5e-4, gamma=1000.0, alpha=1000.0, init_sigma=4.0,
@@ -176,18 +183,19 @@ class SpineResult:
         return metrics.point_errors(self.pred_px, self.true_px, self.spacing, missing_prediction="inf")
 
     def save(self, folder: Path) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **{k: getattr(self, k) for k in self._ARRAYS})
-        atomic_write_bytes(folder / "result.npz", buf.getvalue())
+        """``result.npz`` + ``result.json`` through the run store's :func:`~lmkcore.runs.store.write_result`."""
         meta = {k: getattr(self, k) for k in ("key", "config", "ids", "landmark_names", "history", "train_seconds")}
-        atomic_write_bytes(folder / "result.json", json.dumps(meta).encode())
+        write_result(folder, {k: getattr(self, k) for k in self._ARRAYS}, meta)
 
     @classmethod
     def load(cls, folder: Path) -> "SpineResult":
-        meta = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-        with np.load(folder / "result.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in cls._ARRAYS}
-        return cls(**meta, **arrays)
+        meta, arrays = read_result(folder)
+        return cls(**meta, **{k: arrays[k] for k in cls._ARRAYS})
+
+
+def result_folder(cache_dir, key: str) -> Path:
+    """``<cache>/spine/<key>``: model (``model.pt``) and result of one run (the run store's cache root)."""
+    return RunStore.of(cache_dir).root / "spine" / key
 
 
 def _data_fingerprint(record: LandmarkDataset, ids: list[str]) -> str:
@@ -232,9 +240,19 @@ def run_spine(record: LandmarkDataset, profile: SpineProfile | str, model: str, 
     config = prof.train_config(model, seed=seed, **overrides)
     train_ids, test_ids = spine_splits(record, prof)
     key = run_key(record, config, prof.spacing_mm, train_ids, test_ids)
-    folder = Path(cache_dir) / "spine" / key
-    if (folder / "result.json").is_file() and (folder / "result.npz").is_file():
+    folder = result_folder(cache_dir, key)
+    if has_result(folder):
         return SpineResult.load(folder)
+    threads = torch.get_num_threads()
+    if prof.cpu_threads and str(device) == "cpu":
+        torch.set_num_threads(prof.cpu_threads)
+    try:
+        return _train_and_predict(record, prof, config, model, key, folder, train_ids, test_ids, device, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_predict(record, prof, config, model, key, folder, train_ids, test_ids, device, progress) -> SpineResult:
     label = {"scn": "SCN", "unet": "U-Net"}[model]
     t0 = time.time()
     train_set = VolumeSet.from_record(record, prof.spacing_mm, train_ids)
@@ -273,7 +291,7 @@ def load_spine_model(result: SpineResult, cache_dir: str | Path, num_landmarks: 
     config = Train3DConfig(**{**result.config["train"], "input_size": tuple(result.config["train"]["input_size"]),
                               "augment": tuple(tuple(p) for p in result.config["train"]["augment"])})
     net = build_network_3d(config, num_landmarks)
-    state = torch.load(Path(cache_dir) / "spine" / result.key / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(result_folder(cache_dir, result.key) / "model.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     return net.eval()
 
