@@ -271,3 +271,14 @@ def test_paper_tables_come_from_the_references_module():
     assert published.PAPER_TABLE2.loc["PHD-Net [paper]", "SA HiC (56 %)"] == "2.97 ± 2.20"
     assert list(references.mccouat_table1("test2").iloc[0]) == [1.46, 74.63, 83.58, 87.21, 93.79]
     assert references.mccouat_table2().loc["[paper] Erroneous", "# landmarks"] == 290
+
+
+def test_sweep_grids_per_profile():
+    from lmkcore.training.profiles import get_profile, sweep_grid
+
+    quick, paper, dry, smoke = (sweep_grid(get_profile(p)) for p in ("quick", "paper", "paper-dry", "smoke"))
+    assert quick.iterations == get_profile("quick").iterations // 2 and paper.iterations is None
+    assert paper.widths[-1] == 512 and paper.alphas[0] is None and 3.0 in paper.sigmas  # Payer et al.: 512 px, default α
+    for name in ("alphas", "sigmas", "widths"):  # the dry run takes one (two for α) of the paper's values
+        assert set(getattr(dry, name)) <= set(getattr(paper, name))
+    assert smoke.widths == [get_profile("smoke").input_width] and len(smoke.alphas) == len(smoke.sigmas) == 1

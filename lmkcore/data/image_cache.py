@@ -45,9 +45,11 @@ CACHE_VERSION = 1
 _JPEG = (".jpg", ".jpeg")
 
 
-def default_cache_dir() -> Path:
-    """``$LMKCORE_CACHE/images`` or ``~/.cache/lmkcore/images``."""
-    return Path(os.environ.get("LMKCORE_CACHE", Path.home() / ".cache" / "lmkcore")).expanduser() / "images"
+def default_images_dir() -> Path:
+    """``images/`` in :func:`lmkcore.cachedir.default_cache_dir`."""
+    from lmkcore.cachedir import default_cache_dir
+
+    return default_cache_dir() / "images"
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], box: tuple[float, float, float, float] | None = None) -> np.ndarray:
@@ -176,7 +178,7 @@ def cache_file(record, size: tuple[int, int], cache_dir: str | os.PathLike | Non
     paths = [Path(p) for p in record.image_paths]
     dtype = _auto_dtype(paths) if dtype == "auto" else dtype
     key = _cache_key(paths, (int(size[0]), int(size[1])), dtype, record.extras.get("preprocess"))
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_images_dir()
     return folder / f"{record.name}-{int(size[0])}x{int(size[1])}-{dtype}-{key[:20]}.npy"
 
 
@@ -201,7 +203,7 @@ def cached_images(
         padding; map landmarks with :func:`resize_landmarks` and the record's
         ``image_size``).
     cache_dir : path, optional
-        Cache folder (default :func:`default_cache_dir`).
+        Cache folder (default :func:`default_images_dir`).
     dtype : {"auto", "uint8", "float16", "float32"}
         ``auto``: ``uint8`` when every image header is 8-bit unsigned (rounded,
         clipped to 0..255), else ``float16``.

@@ -6,7 +6,6 @@ profile, device, paths and helpers to load the dataset and save figures.
 """
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from lmkcore.cachedir import default_cache_dir
 from lmkcore.errors import ConfigError
 from lmkcore.training.profiles import Profile, get_profile
 from lmkcore.reporting import style
-
-
-def default_cache_dir() -> Path:
-    """``$LMKCORE_CACHE`` or ``~/.cache/lmkcore``."""
-    return Path(os.environ.get("LMKCORE_CACHE", Path.home() / ".cache" / "lmkcore")).expanduser()
 
 
 def resolve_device(device: str) -> str:
@@ -84,7 +79,8 @@ class NotebookContext:
 
     def experiment(self, record, method: str, progress: bool = True, **overrides: Any):
         """Train (or load from the cache) ``method`` on ``record`` with this profile; see
-        :func:`lmkcore.training.methods.experiment_config` for ``overrides``."""
+        :func:`lmkcore.training.methods.experiment_config` for ``overrides`` (``reference=`` the annotation
+        set used as ground truth, ``target=`` the heatmap target mode)."""
         from lmkcore.runs.experiment import run_experiment
         from lmkcore.training.methods import experiment_config, method_label
 

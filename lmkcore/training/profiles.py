@@ -195,3 +195,46 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sweep grids of notebook 04 (Payer et al. 2019, Figs. 6-7, Table 2), per profile
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The values notebook 04 sweeps under one profile.
+
+    Attributes
+    ----------
+    iterations : int or None
+        Training iterations of every sweep run (None: the profile's own schedule).
+    alphas : list
+        ``alpha`` of the learned-sigma regulariser (None: the method's default, 20).
+    sigmas : list of float
+        Fixed target sigmas (px).
+    widths : list of int
+        Network input widths (px).
+    sizes : list of int
+        Reduced training-set sizes (images; the full split is added by the notebook).
+    """
+
+    iterations: int | None
+    alphas: list
+    sigmas: list
+    widths: list
+    sizes: list
+
+
+def sweep_grid(profile: Profile) -> SweepGrid:
+    """:class:`SweepGrid` of ``profile``: the papers' values for ``paper`` (``paper-dry``: one value per sweep,
+    the largest input), a shortened grid trained for half the iterations for ``quick``, and one value each
+    (the code path only) otherwise."""
+    if profile.sizes == "paper":
+        grid = SweepGrid(None, [None, 1.0, 5.0, 50.0, 100.0], [2.0, 3.0, 4.0, 6.0], [128, 256, 416, 512], [10, 50, 100])
+        if profile.name == "paper-dry":
+            grid = replace(grid, alphas=grid.alphas[:2], sigmas=grid.sigmas[:1], widths=grid.widths[-1:], sizes=[2])
+        return grid
+    if profile.name == "quick":
+        return SweepGrid(profile.iterations // 2, [None, 5.0, 100.0], [2.0, 3.0, 5.0], [64, 96, 128], [10, 50, 100])
+    return SweepGrid(None, [None], [3.0], [profile.input_width], [10])
