@@ -15,9 +15,16 @@ def test_method_colours_are_fixed_valid_and_distinct_for_registered_methods():
     colours = [style.method_color(m) for m in METHODS]
     assert all(is_color_like(c) for c in colours)
     assert len(set(colours[:10])) == min(len(colours), 10)
-    assert style.method_color("scn_aniso") == style.method_color("scn_aniso") == colours[0]
-    # an unregistered name gets a colour that does not depend on the process (no salted hash)
-    assert style.method_color("my variant") == style.method_color("my variant")
+    assert style.method_color("scn_aniso") == colours[list(METHODS).index("scn_aniso")]
+    # an unregistered name gets a colour that does not depend on the process (no salted hash): another
+    # interpreter with a different hash seed gives the same colour
+    import os
+    import subprocess
+    import sys
+
+    other = subprocess.run([sys.executable, "-c", "from lmkcore.reporting import style; print(style.method_color('my variant'))"],
+                           capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert other.stdout.strip() == style.method_color("my variant")
     assert style.method_color("my variant") in style._METHOD_PALETTE
 
 
