@@ -282,3 +282,12 @@ def test_sweep_grids_per_profile():
     for name in ("alphas", "sigmas", "widths"):  # the dry run takes one (two for α) of the paper's values
         assert set(getattr(dry, name)) <= set(getattr(paper, name))
     assert smoke.widths == [get_profile("smoke").input_width] and len(smoke.alphas) == len(smoke.sigmas) == 1
+
+
+def test_reference_keyword_sets_the_annotation_set_and_target_the_heatmap_mode(tiny_record):
+    from lmkcore.training.methods import experiment_config
+    from lmkcore.training.profiles import get_profile
+
+    cfg = experiment_config(get_profile("smoke"), tiny_record, "scn_iso", target="fixed", reference="junior")
+    assert cfg.train.target == "fixed" and cfg.reference == "junior"
+    assert experiment_config(get_profile("smoke"), tiny_record, "scn_iso").reference == tiny_record.reference == "senior"

@@ -120,13 +120,14 @@ def fig9_summary(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + 0.5 P(pos == neg) (Mann-Whitney), NaN if either group is empty."""
+    """P(pos > neg) + 0.5 P(pos == neg) (Mann-Whitney; :func:`lmkcore.analysis.calibration.roc_auc`), NaN if
+    either group is empty."""
+    from lmkcore.analysis.calibration import roc_auc
+
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    from scipy.stats import rankdata
-
-    r = rankdata(np.concatenate([pos, neg]))
-    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    scores = np.concatenate([np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)])
+    return roc_auc(scores, np.arange(scores.size) < len(pos))
 
 
 def agreement_table(classes: Dict[str, Dict[str, np.ndarray]], reference: str):

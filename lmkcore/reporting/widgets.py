@@ -197,6 +197,7 @@ class ExplorerSource:
         when the experiment ran with this cache folder.
         """
         from lmkcore.data.image_cache import cached_images
+        from lmkcore.runs.store import RunStore
 
         k = (dataset, method)
         if k not in self._images:
@@ -204,7 +205,7 @@ class ExplorerSource:
             if res is None:
                 raise ConfigError(missing_message(self, dataset, method))
             rec = self.record(dataset).subset(list(res.ids))
-            self._images[k] = cached_images(rec, tuple(res.work_size), self.cache_dir / "images", progress=False)
+            self._images[k] = cached_images(rec, tuple(res.work_size), RunStore(self.cache_dir).images_dir, progress=False)
         return self._images[k]
 
 
