@@ -412,3 +412,77 @@ def test_non_utf8_split_file(tmp_path):
     p.write_bytes(b"001\n\xff\xfe\n")
     with pytest.raises(DataError, match=r"train\.txt: cannot read split file"):
         read_id_list(p)
+
+
+# --------------------------------------------------------------------------------------
+# the run store: results verified, rebuilt from their checkpoint, or one clear error
+# --------------------------------------------------------------------------------------
+def test_result_files_tampered_count_as_absent_and_name_the_file(tmp_path):
+    from lmkcore.runs.store import has_result, read_arrays, read_result, write_result
+
+    folder = tmp_path / "experiments" / "k1"
+    write_result(folder, {"err": np.arange(6.0)}, {"key": "k1"})
+    assert has_result(folder) and read_result(folder)[1]["err"].tolist() == list(range(6))
+    npz, js = folder / "result.npz", folder / "result.json"
+    good_npz, good_js = npz.read_bytes(), js.read_bytes()
+    cases = {
+        "altered npz": lambda: np.savez_compressed(npz, err=np.arange(6.0) * 4),  # valid file, wrong numbers
+        "truncated npz": lambda: npz.write_bytes(good_npz[:40]),
+        "0-byte npz": lambda: npz.write_bytes(b""),
+        "garbage json": lambda: js.write_bytes(b"{not json"),
+    }
+    for name, tamper in cases.items():
+        npz.write_bytes(good_npz)
+        js.write_bytes(good_js)
+        tamper()
+        with pytest.warns(CacheRepairWarning, match=r"result\.(npz|json): content does not match"):
+            assert not has_result(folder), name  # callers recompute it
+        with pytest.raises(DataError, match=rf"result\.(npz|json): .*delete .*to recompute"):
+            read_result(folder)
+    npz.write_bytes(b"")
+    with pytest.raises(DataError, match=r"result\.npz: .*delete it to recompute"):
+        read_arrays(npz)
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment(tiny_root, tmp_path_factory):
+    from lmkcore.runs.experiment import ExperimentConfig, run_experiment
+    from lmkcore.training.trainer import TrainConfig
+
+    cache = tmp_path_factory.mktemp("faults-runs")
+    record = load_synthetic(tiny_root)
+    cfg = ExperimentConfig(train=TrainConfig(model="unet", num_filters=4, iterations=2, batch_size=2, checkpoint_every=0),
+                           input_width=32, eval_split="test1", crop_size=5, fit_window=5)
+    return record, cfg, cache, run_experiment(record, cfg, cache, progress=False)
+
+
+# (truncated / 0-byte / garbage files of every kind: test_result_files_tampered_count_as_absent_and_name_the_file)
+@pytest.mark.parametrize("tamper", ["altered", "empty"])
+def test_tampered_result_is_rebuilt_from_its_checkpoint(tiny_experiment, tamper, monkeypatch):
+    import lmkcore.runs.experiment as ex
+
+    record, cfg, cache, first = tiny_experiment
+    folder = ex.result_folder(cache, first.key)
+    npz = folder / "result.npz"
+    if tamper == "altered":  # a valid result.npz with other numbers (the "46 -> 183 mm" case)
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["pred_fit_px"] = arrays["pred_fit_px"] + 40.0
+        np.savez_compressed(npz, **arrays)
+    elif tamper == "truncated":
+        _truncate(npz, npz, 0.5)
+    elif tamper == "empty":
+        npz.write_bytes(b"")
+    else:
+        (folder / "result.json").write_text("garbage{")
+    calls = []
+    real_train = ex.train
+    monkeypatch.setattr(ex, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    with pytest.warns(CacheRepairWarning, match=r"result\.(npz|json)"):
+        again = ex.run_experiment(record, cfg, cache, progress=False)
+    # rebuilt from the cached checkpoint (train() resumes at its last iteration: no new steps)
+    ckpt = load_checkpoint(ex.model_checkpoint(record, cfg, cache))
+    assert calls == [1] and ckpt["iteration"] == cfg.train.iterations
+    np.testing.assert_array_equal(again.pred_fit_px, first.pred_fit_px)
+    np.testing.assert_array_equal(again.pred_argmax_px, first.pred_argmax_px)
+    assert ex.load_cached(record, cfg, cache) is not None  # and the rebuilt files verify

@@ -35,6 +35,7 @@ import hashlib
 import os
 import shutil
 import time
+import threading
 import uuid
 import warnings
 from pathlib import Path
@@ -54,8 +55,13 @@ CHECKSUM_SUFFIX = ".sha256"
 MANIFEST_NAME = "MANIFEST.sha256"
 
 _CHUNK = 1 << 20
-# lock files held by this process (file_lock): remove_stale_partials may clean their keys
-_HELD: set[str] = set()
+# (lock file, thread id) held in this process (file_lock): no nested re-locking; stale partials of
+# a key the calling thread holds may be cleaned
+_HELD: set[tuple[str, int]] = set()
+
+
+def _holds(lpath: Path) -> bool:
+    return (str(lpath), threading.get_ident()) in _HELD
 # path -> (st_ino, st_size, st_mtime_ns, digest) of files verified in this process
 _VERIFIED: dict[str, tuple[int, int, int, str]] = {}
 
@@ -184,8 +190,12 @@ def verify_file(path: str | os.PathLike) -> str:
     except OSError as err:
         raise IntegrityError(path, f"unreadable ({err})") from None
     if actual != expected:
-        raise IntegrityError(path, f"content does not match its checksum {checksum_path(path).name} "
-                                   f"(truncated, overwritten or replaced)")
+        if not _holds(lock_path(path)) and os.access(path.parent, os.W_OK):
+            with file_lock(path):  # a writer may have been between the file and its checksum: look again
+                expected, actual = _expected_digest(path), sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(path, f"content does not match its checksum {checksum_path(path).name} "
+                                       f"(truncated, overwritten or replaced)")
     _remember(path, actual)
     return actual
 
@@ -200,19 +210,22 @@ def is_intact(path: str | os.PathLike) -> bool:
 
 
 def write_verified(path: str | os.PathLike, data: bytes) -> str:
-    """Write ``data`` atomically (unique temporary name + rename), then its checksum. Returns the digest."""
+    """Write ``data`` atomically (unique temporary name + rename), then its checksum. Returns the digest.
+
+    Both are written under the key's :func:`file_lock`, so concurrent writers of
+    one path leave a file and checksum from the same writer.
+    """
     path = Path(path)
     digest = sha256_bytes(data)
-    _atomic_bytes(path, data)
-    return write_checksum(path, digest)
+    with file_lock(path):
+        _atomic_bytes(path, data)
+        return write_checksum(path, digest)
 
 
-def read_verified(path: str | os.PathLike) -> bytes:
-    """The bytes of ``path`` after checking them against ``path.sha256`` (:class:`IntegrityError` if not)."""
-    path = Path(path)
-    expected = _expected_digest(path) if path.is_file() else None
-    if expected is None:
+def _read_checked(path: Path) -> bytes:
+    if not path.is_file():
         raise IntegrityError(path, "file not found")
+    expected = _expected_digest(path)
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -221,6 +234,22 @@ def read_verified(path: str | os.PathLike) -> bytes:
         raise IntegrityError(path, f"content does not match its checksum {checksum_path(path).name} "
                                    f"(truncated, overwritten or replaced)")
     return data
+
+
+def read_verified(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path`` after checking them against ``path.sha256`` (:class:`IntegrityError` if not).
+
+    A mismatch is checked once more under the key's lock (a writer may have
+    been between the file and its checksum) before it is reported.
+    """
+    path = Path(path)
+    try:
+        return _read_checked(path)
+    except IntegrityError:
+        if _holds(lock_path(path)) or not os.access(path.parent, os.W_OK):
+            raise
+    with file_lock(path):
+        return _read_checked(path)
 
 
 def lock_path(key: str | os.PathLike) -> Path:
@@ -235,9 +264,13 @@ def file_lock(key: str | os.PathLike, timeout: float | None = None, poll: float 
 
     Processes locking the same key run one after the other (a second caller
     waits, then typically finds the work done). ``timeout`` (s, default: wait
-    forever) raises a :class:`DataError` naming the lock file.
+    forever) raises a :class:`DataError` naming the lock file. Re-entrant
+    within one thread (a nested call for a key the thread holds does nothing).
     """
     lpath = lock_path(key)
+    if _holds(lpath):
+        yield lpath
+        return
     lpath.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lpath, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -252,18 +285,18 @@ def file_lock(key: str | os.PathLike, timeout: float | None = None, poll: float 
                 if time.monotonic() - start > timeout:
                     raise DataError(f"{lpath}: still locked by another run after {timeout:.0f} s") from None
                 time.sleep(poll)
-        _HELD.add(str(lpath))
+        _HELD.add((str(lpath), threading.get_ident()))
         try:
             yield lpath
         finally:
-            _HELD.discard(str(lpath))
+            _HELD.discard((str(lpath), threading.get_ident()))
     finally:
         os.close(fd)  # closing releases the lock
 
 
 def _try_lock(key: Path) -> int | None:
     lpath = lock_path(key)
-    if str(lpath) in _HELD:  # this process holds the key (its caller is the only writer)
+    if _holds(lpath):  # the calling thread holds the key (it is the only writer)
         return os.open(os.devnull, os.O_RDONLY)
     try:
         fd = os.open(lpath, os.O_RDWR | os.O_CREAT, 0o666)

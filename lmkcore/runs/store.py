@@ -15,7 +15,10 @@ reading and writing artefacts. Artefacts are read and written only by
 :func:`write_result` / :func:`read_result` (a result folder: ``result.npz`` + ``result.json``)
 and :func:`write_arrays` / :func:`read_arrays` (one ``.npz``); writes are atomic with unique
 temporary names (:func:`lmkcore.data.formats.atomic_write_bytes`), so two writers never see
-a partial file. Checksums or locks belong in these four functions.
+a partial file. Every artefact carries a SHA-256 beside it (:mod:`lmkcore.data.integrity`),
+verified on read: :func:`has_result` treats a result that fails as absent (it is recomputed
+from its checkpoint), :func:`read_arrays` / :func:`read_result` raise one error naming the
+file and what to delete.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from lmkcore.cachedir import default_cache_dir
-from lmkcore.data.formats import atomic_write_bytes, atomic_write_text
+from lmkcore.data.integrity import IntegrityError, read_verified, repair_warning, verify_file, write_verified
 from lmkcore.data.records import LandmarkDataset
 
 __all__ = ["default_cache_dir", "data_fingerprint", "RunStore", "write_result", "read_result", "has_result",
@@ -122,8 +125,23 @@ class RunStore:
 
 
 def has_result(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds a complete result (both files)."""
-    return all((Path(folder) / f).is_file() for f in RESULT_FILES)
+    """Whether ``folder`` holds a complete result whose files match their checksums.
+
+    A result that fails verification (truncated, 0-byte, garbage or replaced
+    files, or no checksum) counts as absent, with a
+    :class:`~lmkcore.data.integrity.CacheRepairWarning`, so callers recompute it
+    (from the cached checkpoint, without retraining).
+    """
+    paths = [Path(folder) / f for f in RESULT_FILES]
+    if not all(p.is_file() for p in paths):
+        return False
+    try:
+        for p in paths:
+            verify_file(p)
+    except IntegrityError as err:
+        repair_warning(err, "recomputing the result")
+        return False
+    return True
 
 
 def write_result(folder: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -133,13 +151,19 @@ def write_result(folder: str | os.PathLike, arrays: dict[str, np.ndarray], meta:
     """
     folder = Path(folder)
     write_arrays(folder / "result.npz", arrays)
-    atomic_write_text(folder / "result.json", json.dumps(meta))
+    write_verified(folder / "result.json", json.dumps(meta).encode("utf-8"))
 
 
 def read_result(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(meta, arrays)`` written by :func:`write_result`."""
     folder = Path(folder)
-    meta = json.loads((folder / "result.json").read_text())
+    path = folder / "result.json"
+    try:
+        meta = json.loads(read_verified(path).decode("utf-8"))
+    except IntegrityError as err:
+        raise IntegrityError(path, f"{err.reason}; delete {folder} to recompute it") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise IntegrityError(path, f"not a result description ({err}); delete {folder} to recompute it") from None
     return meta, read_arrays(folder / "result.npz")
 
 
@@ -147,13 +171,25 @@ def write_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
     """Atomically write named arrays (None values skipped) as a compressed ``.npz``."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
-    atomic_write_bytes(path, buf.getvalue())
+    write_verified(path, buf.getvalue())  # atomic, unique temporary name, SHA-256 beside it
 
 
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of a ``.npz`` written by :func:`write_arrays` (loaded into memory)."""
-    with np.load(Path(path)) as z:
-        return {k: z[k] for k in z.files}
+    """The arrays of a ``.npz`` written by :func:`write_arrays` (loaded into memory), after verifying its checksum.
+
+    Raises :class:`~lmkcore.data.integrity.IntegrityError` (a DataError naming the file and what to delete).
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        data = read_verified(path)
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except IntegrityError as err:
+        raise IntegrityError(path, f"{err.reason}; delete it to recompute") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise IntegrityError(path, f"unreadable arrays ({err}); delete it to recompute") from None
 
 
 # ------------------------------------------------------------------------------------------------
