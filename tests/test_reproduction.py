@@ -37,8 +37,9 @@ def figures(tmp_path):
     _table(run, "04_thaler_table4_target_strategies_mcd",
            "method,metric,L7 pogonion,L10 gonion\n"
            '"Σ-target, Σ̂-fit",σmaj:σmin,9.99 ± 9.99,1.75 ± 0.40\n"Σ-target, Σ̂-fit",PE (mm),8.8 ± 1.0,1.20 ± 0.50\n')
-    _table(run, "06_mccouat_fig4_ece",
-           "model,ECE (%),\"ECE (authors' code, x100)\"\n\"one-hot, after temperature scaling\",3.5,0.85\n")
+    _table(run, "06_mccouat_calibration_definitions",
+           "definition,ECE,ECE scale,accuracy,erroneous if error > (mm),ROC AUC,ERE threshold (mm)\n"
+           "paper_text,0.035,fraction (text),0.2,2.0,0.8,1.9\nauthors_code,0.85,x100 (code),0.3,4.0,0.9,2.6\n")
     return root
 
 
@@ -71,8 +72,9 @@ def test_values_are_read_from_the_right_cells(figures):
     assert rep.lookup(dry, t3) == (1.75, 0.4)
     ere = _target(rep.MCCOUAT, "ERE (Sec. 5.3.1)", "ERE threshold at TPR 0.5", "mm")
     assert rep.lookup(quick, ere) == (1.623, pytest.approx(float("nan"), nan_ok=True))
-    ece = _target(rep.MCCOUAT, "ECE (Fig. 4c)", "one-hot, after temperature scaling", "ECE")
+    ece = _target(rep.MCCOUAT, "ECE (Fig. 4c)", "one-hot, after temperature scaling", "ECE (authors' code, x100)")
     assert rep.lookup(dry, ece)[0] == 0.85  # the authors' code definition is preferred
+    assert rep.lookup(quick, ece) is None
     good = _target(rep.MCCOUAT, "Table 2", "Good", "# landmarks")
     assert rep.lookup(quick, good)[0] == 1500 and good.value == ref.MCCOUAT_TABLE2["Good"][0]
 
@@ -86,7 +88,8 @@ def test_report_lists_every_required_table_with_paper_values(figures):
         assert f"## {heading}" in text
     assert "| paper-dry / isbi2015 | quick / synthetic |" in text
     assert "| Test1, Σ-target Σ̂-fit | PE (mm) | 1.07 ± 1.02 | – | 1.50 ± 0.75 |" in text
-    assert "| one-hot, after temperature scaling | ECE | 0.70 | 0.85 | – |" in text
+    assert "| one-hot, after temperature scaling | ECE (authors' code, x100) | 0.70 | 0.85 | – |" in text
+    assert "| ERE threshold at TPR 0.5 | mm | 1.414 | 1.90 | 1.623 | erroneous" in text  # 06's table, else Table 2's
     # one row per paper number: Thaler Table 4 has 30 (row, metric) entries x 5 landmarks
     assert sum(1 for t in rep.targets() if t.paper == rep.THALER and "4" in t.table) == 5 * len(ref.THALER_TABLE4)
 

@@ -151,12 +151,17 @@ def _mccouat() -> list[Target]:
             out.append(Target(MCCOUAT, "Table 2", row, lab, v[2 + i], NA, stem, (row,), (col,)))
     other = list(ref.MCCOUAT_OTHER.items())
     ece_label, ece = other[0]
-    out.append(Target(MCCOUAT, "ECE (Fig. 4c)", "one-hot, after temperature scaling", "ECE", ece, NA,
-                      ("06_mccouat_fig4_ece",), ("one-hot, after temperature scaling",),
-                      ("ECE (authors' code, x100)", "ECE (authors_code, x100)", "ECE (%)"),
-                      "package: the authors' code definition (x100) where the table has it, else the paper text's (%)"))
+    out.append(Target(MCCOUAT, "ECE (Fig. 4c)", "one-hot, after temperature scaling", "ECE (authors' code, x100)", ece,
+                      NA, ("06_mccouat_calibration_definitions", "06_mccouat_fig4_ece"),
+                      ("authors_code", "one-hot, after temperature scaling"), ("ECE", "ECE (%)"),
+                      "package: the code's definition where 06 reports it (06_mccouat_calibration_definitions), "
+                      "else the text's, in %"))
+    out.append(Target(MCCOUAT, "ECE (Fig. 4c)", "one-hot, after temperature scaling", "ECE (paper text, fraction)",
+                      ece / 100, NA, ("06_mccouat_calibration_definitions",), ("paper_text",), ("ECE",),
+                      "paper value: 0.7 read on the text's scale would be 0.007"))
     out.append(Target(MCCOUAT, "ERE (Sec. 5.3.1)", "ERE threshold at TPR 0.5", "mm", other[1][1], NA,
-                      ("06_mccouat_table2_good_erroneous",), (), ("@ERE threshold",)))
+                      ("06_mccouat_calibration_definitions", "06_mccouat_table2_good_erroneous"), ("paper_text",),
+                      ("ERE threshold (mm)", "@ERE threshold"), "erroneous = error > 2 mm (text)"))
     out.append(Target(MCCOUAT, "ERE (Sec. 3.4)", "ERE vs error correlation", "r", other[2][1], NA,
                       ("06_mccouat_fig5_ere_vs_error",), ("correlation", "Pearson r (bins of 36)"), ("~r", "~correlation")))
     return out
