@@ -18,6 +18,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from lmkcore.data.formats import atomic_write_text
+from lmkcore.data.integrity import temp_path
 
 #: Colours used for the same concept in every figure.
 COLORS = {
@@ -107,7 +108,7 @@ def save_figure(fig, figures_dir: str | Path, name: str, paper_ref: str, **prove
     paths = []
     for ext in ("png", "pdf"):
         path = figures_dir / f"{name}.{ext}"
-        tmp = path.with_name(f".{name}.tmp.{ext}")
+        tmp = temp_path(path, f".tmp.{ext}")  # unique per writer (concurrent runs); the extension stays last
         fig.savefig(tmp)
         tmp.replace(path)
         paths.append(path)
