@@ -11,8 +11,8 @@ are read from the tables (CSV) the notebooks write, in either layout:
 * flat: ``figures/<name>.csv`` with ``figures/.meta/<name>.json`` (runs told apart by the provenance).
 
 Each reproduced number is a :class:`Target`: the CSV stems that may hold it, the row label(s) and the
-column header(s) to look for (a header starting with ``~`` matches any column containing the rest, e.g. a
-landmark name). A cell ``"1.34 ± 0.30"`` is read as mean and SD. A number no run produced is shown as ``–``.
+column header(s) to look for (``~name`` matches a header ending in the word ``name``, e.g. ``"L10 gonion"`` but
+not ``"L7 pogonion"``; ``@text`` reads the number after ``text`` in the table's first header). A cell ``"1.34 ± 0.30"`` is read as mean and SD. A number no run produced is shown as ``–``.
 Datasets differ from the papers' (synthetic cephalograms, or cephalograms for PHD-Net's cardiac MRI): the
 run columns say which data made each value.
 """
@@ -53,7 +53,8 @@ class Target:
     rows : tuple
         Candidate row keys: a string matches the first column, a tuple matches the first columns.
     columns : tuple of str
-        Candidate column headers (``~text``: any header containing ``text``).
+        Candidate column headers (``~word``: a header ending in that word; ``@text``: the number after
+        ``text`` in the first header).
     note : str
         Shown beside the row (e.g. which definition the package's number uses).
     sd_columns : tuple of str
