@@ -340,13 +340,18 @@ def test_training_is_deterministic_on_cpu() -> None:
     vs = VolumeSet(table.ids, vols, np.stack(lms), np.ones((3, 3)), 12.0)
     tc = Train3DConfig(model="unet", input_size=(8, 8, 16), iterations=6, batch_size=1, num_filters=2,
                        optimizer="adam", lr=1e-2, lr_schedule="constant", init_sigma=1.0, overlap=8, seed=1)
-    m1, t1, h1 = train_3d(vs, tc, log_every=1)
-    m2, t2, h2 = train_3d(vs, tc, log_every=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the smoke/quick profiles (tiny 3D convolutions)
+    try:
+        m1, t1, h1 = train_3d(vs, tc, log_every=1)
+        m2, t2, h2 = train_3d(vs, tc, log_every=1)
+        m3, _, h3 = train_3d(vs, replace(tc, seed=2), log_every=1)
+    finally:
+        torch.set_num_threads(threads)
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(t1.sigmas(), t2.sigmas()) and h1 == h2
     assert not torch.allclose(t1.sigmas(), torch.ones(26))  # the sigmas were trained
-    m3, _, h3 = train_3d(vs, replace(tc, seed=2), log_every=1)
     assert h3 != h1
 
 

@@ -19,9 +19,9 @@ renders, for each scan, a CT-like volume around a spine curve through that scan'
   extent is ``fov_xy_mm`` around the spine. Neighbouring vertebrae look alike: only their size changes
   slowly with the level, so mostly the spatial configuration tells them apart.
 
-The real coordinates are read from the user's copy of the file (parameter, ``$LMKCORE_SHARED_DATA``, or
-``../shared/data`` beside the repository); nothing of them is shipped. Without the file,
-:func:`constructed_centroids` draws a stand-in table from textbook vertebra distances.
+The real coordinates are read from the user's copy of the file (parameter or ``$LMKCORE_SHARED_DATA``, which
+``run_all.sh`` sets to ``../shared/data`` beside the repository when present); nothing of them is shipped.
+Without the file, :func:`constructed_centroids` draws a stand-in table from textbook vertebra distances.
 
 Output layout (the generic folder layout of :mod:`lmkcore.data.datasets.folder`, so the same reader
 serves the user's real 3D data)::
@@ -184,7 +184,8 @@ class CentroidTable:
 
 def find_centroid_file(path: str | os.PathLike | None = None) -> Path | None:
     """The CSI 2014 centroid file: ``path`` (a file, or a folder holding ``CENTROID_FILE``), else
-    ``$LMKCORE_SHARED_DATA/<CENTROID_FILE>``, else ``<repo>/../shared/data/<CENTROID_FILE>``; None if absent.
+    ``$LMKCORE_SHARED_DATA/<CENTROID_FILE>`` (``run_all.sh`` and the tests set it to ``../shared/data`` beside the
+    repository when present; never looked up beside the installed package); None if absent.
 
     Raises
     ------
@@ -198,12 +199,9 @@ def find_centroid_file(path: str | os.PathLike | None = None) -> Path | None:
         if not p.is_file():
             raise DataError(f"{path}: no spine centroid file there (expected {CENTROID_FILE} or the csv itself)")
         return p
-    candidates = []
     env = os.environ.get("LMKCORE_SHARED_DATA")
-    if env:
-        candidates.append(Path(env).expanduser() / CENTROID_FILE)
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data" / CENTROID_FILE)
-    return next((c for c in candidates if c.is_file()), None)
+    candidate = Path(env).expanduser() / CENTROID_FILE if env else None
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def read_centroid_table(path: str | os.PathLike) -> CentroidTable:
@@ -487,7 +485,8 @@ def render_spine_volume(centroids_mm: np.ndarray, config: SpineConfig, rng: np.r
 
     vol = np.where(canvas.bone > 1.0, np.maximum(vol, 40.0) + canvas.bone, vol)  # bone sits in soft tissue
     # intensity variation: a smooth bias along z and x, global scale/shift, noise
-    bias = 1.0 + rng.uniform(-0.08, 0.08) * np.cos(np.pi * (zs - zs[0]) / max(zs[-1] - zs[0], 1.0) + rng.uniform(0, np.pi))
+    bias = 1.0 + rng.uniform(-0.08, 0.08) * np.cos(np.pi * (zs - zs[0]) / max(zs[-1] - zs[0], 1.0)
+                                                   + rng.uniform(0, np.pi))
     vol = vol * bias[:, None, None]
     vol = vol * rng.uniform(0.92, 1.08) + rng.uniform(-30, 30)
     vol = vol + rng.normal(0.0, config.noise_hu, size=vol.shape)

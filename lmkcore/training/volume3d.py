@@ -175,7 +175,8 @@ def training_batch(volumes: VolumeSet, rows: Sequence[int], size_xyz: Sequence[i
     return augment_batch(imgs, lms, augment, generator=generator)
 
 
-def masked_loss(pred: torch.Tensor, landmarks: torch.Tensor, target: HeatmapTarget) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_loss(pred: torch.Tensor, landmarks: torch.Tensor,
+                target: HeatmapTarget) -> tuple[torch.Tensor, torch.Tensor]:
     """Heatmap loss of a batch, NaN landmarks masked (Payer Eq. 2 data term, batch mean).
 
     Parameters
