@@ -287,10 +287,17 @@ class LiveProgress:
 
 def kernel_config():
     """Kernel manager settings for the notebooks' kernels: talk over local IPC sockets rather than TCP
-    (no open ports, and no "Kernel is running over TCP without encryption" warning)."""
+    (no open ports, and no "Kernel is running over TCP without encryption" warning). The sockets go to a
+    fresh folder per kernel: the default ``kernel-ipc-N`` in the notebooks' folder made two concurrent runs
+    pick the same socket names (one kernel then "didn't respond")."""
+    import atexit
+    import tempfile
+
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport": "ipc"}})
+    folder = tempfile.mkdtemp(prefix="lmkcore-kernel-")
+    atexit.register(shutil.rmtree, folder, True)
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel-ipc")}})
 
 
 def build_api_docs(out_dir: str | Path) -> tuple[Path, list[str]]:
