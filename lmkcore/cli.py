@@ -216,6 +216,7 @@ class LiveProgress:
         self.label, self.n_cells, self.interval, self.verbose = label, n_cells, interval, verbose
         self.tty = bool(getattr(self.out, "isatty", lambda: False)()) if tty is None else tty
         self.cell = 0
+        self.cell_text = ""
         self.last_line = ""
         self.start = time.perf_counter()
         self._lock = threading.Lock()
@@ -242,13 +243,20 @@ class LiveProgress:
     def cell_started(self, cell=None, cell_index: int = 0, **_) -> None:
         with self._lock:
             self.cell = int(cell_index) + 1
+            self.last_line = ""  # only the running cell's own output
+            source = cell.get("source", "") if isinstance(cell, dict) else ""
+            lines = [ln.strip() for ln in "".join(source).splitlines() if ln.strip()]
+            self.cell_text = lines[0][:40] if lines else ""
 
     # --- display
     def status(self) -> str:
-        """``"cell 5/23, 1m05s: train scn/aniso: 45%|####   | 360/800 [...]"``."""
+        """``"cell 5/23 [results = {m: ctx.experiment(record], 1m05s: train scn/aniso: 45%|####  | 360/800 [...]"``."""
         el = int(time.perf_counter() - self.start)
         clock = f"{el // 60}m{el % 60:02d}s" if el >= 60 else f"{el}s"
-        text = f"cell {self.cell}/{self.n_cells}, {clock}"
+        if not self.cell:
+            return f"starting the kernel, {clock}"
+        text = f"cell {self.cell}/{self.n_cells} [{self.cell_text}], {clock}" if self.cell_text else \
+            f"cell {self.cell}/{self.n_cells}, {clock}"
         return f"{text}: {self.last_line}" if self.last_line else text
 
     def _tick(self) -> None:

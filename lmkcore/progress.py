@@ -62,10 +62,13 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     """
     del leave
     stream = sys.stdout
-    is_tty = bool(getattr(stream, "isatty", lambda: False)())
+    # A Jupyter kernel's stdout may report the terminal it was started from as a TTY, but it has no size:
+    # a fixed width everywhere, ASCII blocks except on a real terminal.
+    is_tty = bool(getattr(stream, "isatty", lambda: False)()) and "ipykernel" not in sys.modules
     kwargs.setdefault("mininterval", _interval())
+    kwargs.setdefault("ncols", NCOLS)
+    kwargs.setdefault("nrows", 200)  # a terminal of unknown height (a pseudo-terminal, a kernel) hides bars otherwise
     if not is_tty:
-        kwargs.setdefault("ncols", NCOLS)
         kwargs.setdefault("ascii", True)
     return _tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable, leave=True,
-                 file=stream, dynamic_ncols=is_tty, **kwargs)
+                 file=stream, **kwargs)

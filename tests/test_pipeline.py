@@ -222,7 +222,8 @@ def test_live_progress_skips_and_final_bar_state(tmp_path):
     live = [ln for ln in lines[start + 1:] if ln.startswith("    [00_train] cell ")]
     bars = [ln for ln in live if "train demo:" in ln and "it/s" in ln and "loss=" in ln and "/30 [" in ln]
     assert len(bars) >= 2, res.stdout  # several updates of one running bar (3 s at 0.5 s per line)
-    assert any(" cell 4/5, " in ln for ln in bars)  # parameters, injected parameters, x = 1, the training cell
+    # the running cell: parameters, injected parameters, x = 1, then the training cell (its first line shown)
+    assert all(ln.startswith("    [00_train] cell 4/5 [import time], ") for ln in bars), bars
     ok = [ln for ln in lines if ln.startswith("[1/1] 00_train") and " ok " in ln]
     assert len(ok) == 1 and ok[0].endswith(
         ", 1 section skipped: real annotations not found; pass --param annotations_dir=..."), ok
