@@ -37,7 +37,7 @@ from lmkcore.errors import ConfigError
 from lmkcore.models import build_model
 from lmkcore.models.common import paper_optimizer
 from lmkcore.training.augment import AugmentConfig, augment_batch
-from lmkcore.training.targets import HeatmapTarget, heatmap_loss, valid_mask
+from lmkcore.training.targets import HeatmapTarget
 
 __all__ = ["Train3DConfig", "build_network_3d", "training_windows", "training_batch", "masked_loss", "train_3d",
            "predict_sliding_z", "window_starts", "AIR"]
@@ -177,7 +177,8 @@ def training_batch(volumes: VolumeSet, rows: Sequence[int], size_xyz: Sequence[i
 
 def masked_loss(pred: torch.Tensor, landmarks: torch.Tensor,
                 target: HeatmapTarget) -> tuple[torch.Tensor, torch.Tensor]:
-    """Heatmap loss of a batch, NaN landmarks masked (Payer Eq. 2 data term, batch mean).
+    """Data term of a batch, NaN landmarks masked (Payer Eq. 2; :meth:`HeatmapTarget.data_loss`: the
+    ``"payer"`` convention halves the summed squares as the authors' ``l2_loss``, beside ``(alpha/2) sum sigma^2``).
 
     Parameters
     ----------
@@ -190,13 +191,13 @@ def masked_loss(pred: torch.Tensor, landmarks: torch.Tensor,
     Returns
     -------
     loss : Tensor
-        Scalar ``(1/B) sum_b sum_{i valid} sum_x (pred - g_i)^2`` (no regulariser).
+        Scalar ``(c/B) sum_b sum_{i valid} sum_x (pred - g_i)^2`` (``c`` = 1/2 for ``"payer"``; no regulariser).
     targets : Tensor
         The target heatmaps (zero for missing landmarks).
     """
     size = tuple(pred.shape[2:][::-1])  # (X, Y, Z)
     tgt, mask = target(landmarks.to(pred.dtype), size, return_mask=True)
-    return heatmap_loss(pred, tgt, mask), tgt
+    return target.data_loss(pred, tgt, mask), tgt
 
 
 def _optimizer(config: Train3DConfig, model: torch.nn.Module, target: HeatmapTarget) -> torch.optim.Optimizer:
@@ -228,7 +229,7 @@ def train_3d(volumes: VolumeSet, config: Train3DConfig, device: str = "cpu",
     torch.manual_seed(config.seed)
     model = build_network_3d(config, n_lm).to(device)
     target = HeatmapTarget(n_lm, "learned_iso", init_sigma=config.init_sigma, gamma=config.gamma,
-                           alpha=config.alpha, spatial_dims=3).to(device)
+                           alpha=config.alpha, spatial_dims=3, convention="payer").to(device)
     opt = _optimizer(config, model, target)
     base = [g["lr"] for g in opt.param_groups]
     aug = AugmentConfig(**dict(config.augment))
