@@ -24,7 +24,7 @@ from lmkcore.training.losses import softmax_2d
 from lmkcore.data.loader import LandmarkImageDataset, working_size
 from lmkcore.analysis.decoding import argmax_subpixel
 from lmkcore.errors import ConfigError
-from lmkcore.analysis.fitting import fit_gaussians
+from lmkcore.analysis.fitting import FIT_PRESETS, fit_gaussians
 from lmkcore.data.image_cache import resize_landmarks
 from lmkcore.data.records import LandmarkDataset, row_indices
 from lmkcore.runs.result import PointResult
@@ -386,12 +386,14 @@ def predict(model: torch.nn.Module, target, ds: LandmarkImageDataset, config: Ex
     """Predict ``ds`` with ``model``: argmax, Sigma-hat fit, crops, optional MC dropout."""
     out: dict[str, list] = {k: [] for k in ("argmax", "peak", "center", "cov", "ok", "amp", "crops", "origin", "mc", "mc_c", "mc_cov")}
     batches = forward_batches(model, ds, device, batch_size, mc_samples=config.mc_samples)
+    # Thaler Eq. 4 (amplitude tied to Sigma, the training targets' gamma); softmax outputs: the free-amplitude fit
+    fit_kw = {"gamma": config.train.gamma} if config.train.loss == "heatmap" else FIT_PRESETS["free_soft_l1"]
     for batch in tqdm(batches, total=-(-len(ds) // batch_size), disable=not progress, desc="predict", leave=False):
         heat = batch.output.float()
         if config.train.loss != "heatmap":  # classification models: heatmaps are 2D-softmax probabilities
             heat = softmax_2d(heat)
         xy, peak = argmax_subpixel(heat)
-        fit = fit_gaussians(heat, window=config.fit_window)
+        fit = fit_gaussians(heat, window=config.fit_window, **fit_kw)
         center, cov, ok = usable_fit(fit, xy, config.fit_window)
         crops, origin = _crop(heat, torch.round(xy).long(), config.crop_size)
         for k, v in (("argmax", xy), ("peak", peak), ("center", center), ("cov", cov), ("ok", ok),
@@ -401,7 +403,7 @@ def predict(model: torch.nn.Module, target, ds: LandmarkImageDataset, config: Ex
             passes = [h.float() for h in batch.mc_outputs]
             out["mc"].append(torch.stack([argmax_subpixel(h)[0] for h in passes], 1).cpu().numpy())
             mean_heat = torch.stack(passes).mean(0)
-            mc_center, mc_cov, _ = usable_fit(fit_gaussians(mean_heat, window=config.fit_window),
+            mc_center, mc_cov, _ = usable_fit(fit_gaussians(mean_heat, window=config.fit_window, **fit_kw),
                                               argmax_subpixel(mean_heat)[0], config.fit_window)
             out["mc_c"].append(mc_center.cpu().numpy())
             out["mc_cov"].append(mc_cov.cpu().numpy())
