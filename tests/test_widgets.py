@@ -204,15 +204,20 @@ def test_ere_of_a_cached_calibration_and_phdnet_results_are_shown(cached, tmp_pa
     m, n = res.fit_ok.shape
     folder = result_folder(cache, res.key)
     ere = np.arange(m * n, dtype=float).reshape(m, n)
-    np.savez(folder / "calibration_test.npz", ids=np.asarray(res.ids[::-1]), ere_mm=ere[::-1], ere_ts_mm=ere[::-1] + 0.5,
-             confidence=np.full((m, n), 0.3))
+    from lmkcore.runs.store import write_arrays  # how evaluate_calibration writes it (with its checksum)
+
+    write_arrays(folder / "calibration_test.npz", {"ids": np.asarray(res.ids[::-1]), "ere_mm": ere[::-1],
+                                                   "ere_ts_mm": ere[::-1] + 0.5, "confidence": np.full((m, n), 0.3)})
     try:
         fresh = _source(cached)  # results are read (with their calibration) when first asked for
         numbers = view_content(fresh, ExplorerState("A", "scn_aniso", res.ids[2], 1))["numbers"]
         assert numbers["ERE (mm)"] == 2 * n + 1 and numbers["ERE, temperature-scaled (mm)"] == 2 * n + 1.5
         assert numbers["max softmax probability"] == pytest.approx(0.3)
     finally:
+        from lmkcore.data.integrity import checksum_path
+
         (folder / "calibration_test.npz").unlink()
+        checksum_path(folder / "calibration_test.npz").unlink(missing_ok=True)
     # PHD-Net: a hand-made cached result where the explorer looks for it
     rec = datasets["a"]
     src = ExplorerSource({"A": rec}, PROFILE, tmp_path, methods=["scn_aniso", PHDNET])

@@ -24,7 +24,7 @@ from lmkcore.training.losses import nll_per_landmark, pixel_index, softmax_2d
 from lmkcore.data.geometry import resize_landmarks
 from lmkcore.data.loader import LandmarkImageDataset
 from lmkcore.data.records import LandmarkDataset
-from lmkcore.errors import ConfigError
+from lmkcore.errors import ConfigError, DataError
 from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, experiment_dataset, load_model, result_folder
 from lmkcore.runs.store import forward_batches, read_arrays, write_arrays
 
@@ -132,7 +132,7 @@ def cached_calibration(result: ExperimentResult, cache_dir: str | Path) -> dict[
         return None
     try:
         arrays = read_arrays(files[-1])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, DataError):  # DataError: fails its checksum (lmkcore.data.integrity)
         return None
     if "ids" not in arrays:
         return None
