@@ -742,8 +742,10 @@ class LandmarkExplorer:
             "landmark": w.Dropdown(options=[], description="landmark"),
         }
         self.message = w.HTML()
-        self.numbers = w.HTML()
-        self.image = w.Image(format="png")
+        self.numbers = w.HTML(layout=w.Layout(min_width="320px", flex="0 0 auto"))
+        # the PNG's own size (FIGSIZE x dpi), so that JupyterLab's flex box neither stretches nor squeezes it
+        self.image = w.Image(format="png", layout=w.Layout(width=f"{round(FIGSIZE[0] * dpi)}px",
+                                                           height=f"{round(FIGSIZE[1] * dpi)}px", flex="0 0 auto"))
         from matplotlib.figure import Figure
 
         self._fig = Figure(figsize=FIGSIZE, dpi=dpi)
