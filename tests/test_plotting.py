@@ -70,6 +70,15 @@ def test_a_shared_row_limit_keeps_every_panel_non_empty():
     plt.close(fig)
 
 
+def test_an_offset_panel_without_finite_values_says_so():
+    fig, (a, b) = plt.subplots(1, 2)
+    plotting.offsets_panel(a, None, covs=np.full((4, 2, 2), np.nan), mean_cov=np.full((2, 2), np.nan))
+    plotting.offsets_panel(b, None, covs=np.stack([np.eye(2)] * 3), mean_cov=np.eye(2))
+    assert [t.get_text() for t in a.texts] == ["no finite values\n(e.g. no usable Σ̂ fit)"] and not a.patches
+    assert len(b.texts) == 0 and len(b.patches) == 4
+    plt.close(fig)
+
+
 def test_unwrap_orientation_removes_the_plus_minus_90_degree_jump():
     deg = np.array([80.0, 86.0, 89.0, -89.0, -86.0, -80.0])  # 91, 94, 100 degrees written modulo 180
     out = np.degrees(plotting.unwrap_orientation(np.radians(deg)))

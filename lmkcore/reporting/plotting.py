@@ -195,6 +195,12 @@ def offsets_panel(ax, offsets=None, covs=None, mean_cov=None, center=(0.0, 0.0),
         The half width used (mm).
     """
     limit = panel_limit(offsets, covs, mean_cov, center) if limit is None else float(limit)
+    has_data = (offsets is not None and np.isfinite(np.asarray(offsets, dtype=np.float64)).all(-1).any()) or \
+        (covs is not None and np.isfinite(np.asarray(covs, dtype=np.float64).reshape(-1, 4)).all(-1).any()) or \
+        (mean_cov is not None and np.isfinite(ellipse_extent(mean_cov)))
+    if not has_data and (offsets is not None or covs is not None or mean_cov is not None):
+        ax.text(0.5, 0.5, "no finite values\n(e.g. no usable Σ̂ fit)", transform=ax.transAxes, ha="center",
+                va="center", fontsize=TICK_SIZE, color="0.4")
     if offsets is not None:
         o = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
         ax.scatter(o[:, 0], o[:, 1], s=3, c=color, alpha=0.6, lw=0, zorder=2)
