@@ -293,6 +293,21 @@ class LiveProgress:
                 self.out.flush()
 
 
+def kernel_manager_class():
+    """The notebooks' kernel manager: jupyter_client's, except that it does not interrupt (SIGINT) a kernel
+    it is shutting down. The notebook has finished by then, and the interrupt only made an idle ipykernel
+    log "KeyboardInterrupt caught in kernel" on the terminal."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if getattr(self, "shutting_down", False):
+                return
+            await super()._async_interrupt_kernel()
+
+    return QuietShutdownKernelManager
+
+
 def kernel_config():
     """Kernel manager settings for the notebooks' kernels: talk over local IPC sockets rather than TCP
     (no open ports, and no "Kernel is running over TCP without encryption" warning). The sockets go to a
@@ -426,6 +441,7 @@ def _run(args) -> int:
                     str(nb), str(dst), parameters={**params, **extra[nb]}, kernel_name=args.kernel,
                     cwd=str(nb_dir), progress_bar=False, log_output=False, stdout_file=live, stderr_file=live,
                     on_cell_start=live.cell_started, coalesce_streams=True, config=kernel_config(),
+                    kernel_manager_class=kernel_manager_class(),
                 )
         except PapermillExecutionError as err:
             elapsed = time.perf_counter() - start
