@@ -343,7 +343,15 @@ def build_api_docs(out_dir: str | Path) -> tuple[Path, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pdoc.render.configure(docformat="numpy", show_source=False, search=True)
-        pdoc.pdoc("lmkcore", output_directory=out)
+        import pkgutil
+
+        import lmkcore
+
+        # the package and each of its modules / subpackages by name (pdoc recurses into those): lmkcore's
+        # __all__ (its public API) would otherwise hide them
+        modules = ["lmkcore"] + sorted(m.name for m in pkgutil.iter_modules(lmkcore.__path__, "lmkcore.")
+                                       if not m.name.endswith("__main__"))
+        pdoc.pdoc(*modules, output_directory=out)
     pdoc_dir = str(Path(pdoc.__file__).parent)
     messages = [f"{w.category.__name__}: {w.message}" for w in caught if str(w.filename).startswith(pdoc_dir)]
     return out / "index.html", messages
