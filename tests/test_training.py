@@ -127,7 +127,10 @@ def test_learned_sigma_follows_declared_annotation_orientation(session_cache):
 
     record = load_dataset("synthetic", None, n_images=80, width=128, annotation_scale=5.0, cache_dir=session_cache)
     ds = LandmarkImageDataset(record, record.splits["train"] + record.splits["test1"], cache_dir=session_cache / "images")
+    # convention paper_text: the setting this test was tuned on; with the authors'-code default (variances, alpha
+    # v_maj v_min) the orientation check passes too but the std axis ratio of some landmarks stays below 1.3 (issue 13)
     cfg = TrainConfig(iterations=800, num_filters=16, batch_size=4, checkpoint_every=0, target_lr_scale=10.0,
+                      convention="paper_text",
                       augment=AugmentConfig(intensity_scale=0.2, intensity_shift=0.2, translate=0.03, rotate_deg=5.0,
                                             scale=0.05, aniso_scale=0.0, elastic_grid=6, elastic_magnitude=0.5))
     trained = train(cfg, ds, progress=False)
