@@ -402,7 +402,7 @@ def test_run_spine_caches_model_and_predictions(tmp_path) -> None:
 
 
 def test_notebook_data_synthetic_folder_and_clear_errors(tmp_path) -> None:
-    from lmkcore.runs.spine import spine_record
+    from lmkcore.runs.spine import spine_record, spine_source
 
     table = constructed_centroids(4, seed=2)
     root = spine_dataset(SpineConfig(spacing_mm=12.0), table, tmp_path, verbose=False)
@@ -412,5 +412,8 @@ def test_notebook_data_synthetic_folder_and_clear_errors(tmp_path) -> None:
     assert np.allclose(folder.landmarks, load_spine(root).landmarks, equal_nan=True)
     with pytest.raises(ConfigError, match="notebook 09 needs 3D data"):
         spine_record("isbi2015", tmp_path, "smoke", tmp_path)
+    assert spine_source("isbi2015", tmp_path, )[:2] == ("synthetic", None)  # notebook 09 on a 2D run: the phantom
+    assert "is 2D" in spine_source("hand", tmp_path)[2]
+    assert spine_source("folder", root) == ("folder", root, None)
     with pytest.raises(ConfigError, match="unknown profile 'huge'"):
         spine_record("synthetic", None, "huge", tmp_path)

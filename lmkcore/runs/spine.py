@@ -337,6 +337,23 @@ PAYER_TABLE5 = {
 }
 
 
+def spine_source(dataset: str, data_root: str | Path | None) -> tuple[str, str | Path | None, str | None]:
+    """Which data notebook 09 runs on when the run's dataset is ``dataset``.
+
+    ``./run_all.sh --dataset isbi2015`` (or ``hand``) runs every notebook on a 2D dataset; notebook 09 then
+    falls back to the synthetic spine phantom instead of failing, and says why.
+
+    Returns
+    -------
+    dataset, data_root : the arguments for :func:`spine_record`
+    fallback_reason : str or None
+        Why the run's own dataset is not used (None when it is).
+    """
+    if dataset in ("synthetic", "folder"):
+        return dataset, data_root, None
+    return "synthetic", None, f"dataset {dataset!r} is 2D; the synthetic spine phantom is used instead"
+
+
 def spine_record(dataset: str, data_root: str | Path | None, profile: SpineProfile | str,
                  cache_dir: str | Path, seed: int = 0, centroids: str | Path | None = None,
                  verbose: bool = True) -> LandmarkDataset:
