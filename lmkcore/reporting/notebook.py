@@ -75,7 +75,7 @@ class NotebookContext:
             opts.setdefault("n_images", self.profile.synthetic_images)
             opts.setdefault("width", self.profile.synthetic_width)
             opts.setdefault("cache_dir", self.cache_dir)
-        return load_dataset(self.dataset, self.data_root, **opts)
+        return self.profile.restrict(load_dataset(self.dataset, self.data_root, **opts))  # paper-dry: a few per split
 
     def experiment(self, record, method: str, progress: bool = True, **overrides: Any):
         """Train (or load from the cache) ``method`` on ``record`` with this profile; see
