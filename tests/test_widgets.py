@@ -86,7 +86,10 @@ def test_each_control_changes_the_plotted_content(cached):
     c["method"].value = "scn_iso"
     v = ex.view
     assert v["status"] == "ok" and v["method"] == "scn_iso" and v["image"] == ids[3] and v["landmark"] == 2
-    assert not np.array_equal(v["heatmap"], heat)
+    iso = load_cached(cached[0]["a"], ex.source.config("A", "scn_iso"), cached[1])
+    aniso = load_cached(cached[0]["a"], ex.source.config("A", "scn_aniso"), cached[1])
+    assert np.array_equal(heat, np.asarray(aniso.heatmap_crops[3, 2], dtype=np.float32))  # shown: the selected network's
+    assert np.array_equal(v["heatmap"], np.asarray(iso.heatmap_crops[3, 2], dtype=np.float32))
     assert learned(v)["width"] == pytest.approx(learned(v)["height"], rel=1e-6)  # isotropic learned target
     c["method"].value = "scn_fixed"
     assert ex.view["status"] == "missing" and "scn_fixed" in ex.message.value
