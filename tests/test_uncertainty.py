@@ -110,3 +110,16 @@ def test_mcd_point_distribution_matches_numpy():
             np.testing.assert_allclose(cov[m, n], np.cov((p * spacing[m]).T), atol=1e-12)
     same = np.repeat(pts[:, :1], 5, axis=1)  # identical argmax in every pass: zero spread
     assert np.allclose(unc.mcd_point_distribution(same, spacing)[1], 0.0)
+
+
+def test_spearman_keeps_infinite_uncertainty_and_matches_scipy():
+    from lmkcore.analysis.calibration import spearman
+
+    x = np.array([1.0, 2.0, np.inf, 4.0, np.nan, 0.5, 3.0])
+    y = np.array([1.0, 3.0, 2.0, 4.0, 2.0, 0.1, 5.0])
+    keep = ~np.isnan(x)
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x[keep], y[keep]).statistic)  # inf ranked last
+    finite_only = unc.correlation(x, y)
+    assert finite_only.n == 5 and np.isfinite(finite_only.pearson_r)
+    with_inf = unc.correlation(x, y, keep_inf=True)
+    assert with_inf.n == 6 and np.isnan(with_inf.pearson_r)

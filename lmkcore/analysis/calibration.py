@@ -441,13 +441,11 @@ def binned_means(x: np.ndarray, y: np.ndarray, bin_size: int = 36) -> tuple[np.n
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation over finite pairs (``+inf`` allowed in ``x``: ranked last)."""
-    from scipy.stats import spearmanr
+    """Spearman rank correlation over finite pairs (``+inf`` allowed in ``x``: ranked last); see
+    :func:`lmkcore.analysis.uncertainty.correlation`."""
+    from lmkcore.analysis.uncertainty import correlation
 
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    keep = ~np.isnan(x) & np.isfinite(y)
-    return float(spearmanr(x[keep], y[keep]).statistic)
+    return correlation(x, y, keep_inf=True).spearman_rho
 
 
 # ----------------------------------------------------------------------------- both definitions side by side

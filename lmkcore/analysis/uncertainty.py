@@ -48,14 +48,19 @@ class Correlation:
                 f"Spearman rho = {self.spearman_rho:.3f} (p = {self.spearman_p:.2g}), n = {self.n}")
 
 
-def correlation(x, y) -> Correlation:
-    """Pearson and Spearman correlation (scipy.stats) of ``x`` and ``y`` over finite pairs."""
+def correlation(x, y, keep_inf: bool = False) -> Correlation:
+    """Pearson and Spearman correlation (scipy.stats) of ``x`` and ``y`` over finite pairs.
+
+    With ``keep_inf`` an infinite ``x`` stays in (ranked last or first by Spearman; Pearson is then NaN),
+    e.g. the unbounded uncertainty of an empty heatmap; NaN pairs are always dropped. Fewer than 3 pairs
+    or a constant variable give NaN coefficients.
+    """
     x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
-    ok = np.isfinite(x) & np.isfinite(y)
+    ok = (~np.isnan(x) if keep_inf else np.isfinite(x)) & np.isfinite(y)
     x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    if len(x) < 3 or len(np.unique(x)) == 1 or np.ptp(y) == 0:
         return Correlation(np.nan, np.nan, np.nan, np.nan, int(len(x)))
-    pr = stats.pearsonr(x, y)
+    pr = stats.pearsonr(x, y) if np.isfinite(x).all() else (np.nan, np.nan)
     sr = stats.spearmanr(x, y)
     return Correlation(float(pr[0]), float(pr[1]), float(sr[0]), float(sr[1]), int(len(x)))
 
