@@ -119,7 +119,7 @@ def test_registry_has_the_real_loaders():
 def test_challenge_layout_targets_splits_and_class_lines(tmp_path):
     root = make_challenge(tmp_path / "isbi")
     rec = _quiet(isbi.load, root)
-    assert rec.ids == IDS and rec.target == "senior" and rec.ndim == 2
+    assert rec.ids == IDS and rec.reference == "senior" and rec.ndim == 2
     np.testing.assert_array_equal(rec.landmarks, SENIOR)
     np.testing.assert_array_equal(rec.annotations["junior"], JUNIOR)
     assert rec.image_paths[0].name == "001.bmp" and (rec.image_size == [W, H]).all()
@@ -129,15 +129,15 @@ def test_challenge_layout_targets_splits_and_class_lines(tmp_path):
     assert list(cls) == ["ANB", "SNB", "SNA", "ODI", "APDI", "FHI", "FMA", "MW"]
     assert cls["ANB"].dtype.kind == "i" and cls["ANB"].tolist() == [CLASSES[i][0] for i in IDS]
     assert cls["MW"].tolist() == [CLASSES[i][7] for i in IDS]
-    jun = _quiet(isbi.load, root, target="junior")
+    jun = _quiet(isbi.load, root, reference="junior")
     np.testing.assert_array_equal(jun.landmarks, JUNIOR)
     assert jun.extras["clinical_classes"]["SNB"].tolist() == [CLASSES[i][1] + 1 for i in IDS]
-    mean = _quiet(isbi.load, root, target="mean")
+    mean = _quiet(isbi.load, root, reference="mean")
     np.testing.assert_allclose(mean.landmarks, (SENIOR + JUNIOR) / 2)
     with pytest.raises(DataError, match="no challenge annotations"):
-        _quiet(isbi.load, root, target="challenge")
-    with pytest.raises(ConfigError, match="unknown target 'average'"):
-        _quiet(isbi.load, root, target="average")
+        _quiet(isbi.load, root, reference="challenge")
+    with pytest.raises(ConfigError, match="unknown reference 'average'"):
+        _quiet(isbi.load, root, reference="average")
 
 
 def test_challenge_txt_without_class_lines_has_no_classes(tmp_path):
@@ -152,12 +152,12 @@ def test_csv_setup_layout_all_targets_and_cv(tmp_path):
     make_csv_setup(root / "setup_ann" / "all_landmarks")
     for target, want in (("senior", SENIOR), ("junior", JUNIOR), ("challenge", CHALLENGE),
                          ("mean", (SENIOR + JUNIOR) / 2)):
-        rec = _quiet(isbi.load, root, target=target)
+        rec = _quiet(isbi.load, root, reference=target)
         np.testing.assert_allclose(rec.landmarks, want, atol=1e-9)
     assert "challenge" not in rec.annotations            # a ground-truth variant, not an observer
     diff = np.abs(rec.extras["challenge_annotations"] - rec.annotations["senior"]).max(-1) > 0
     assert np.argwhere(diff).tolist() == [[4, 15], [5, 15]]
-    ch = _quiet(isbi.load, root, target="challenge")
+    ch = _quiet(isbi.load, root, reference="challenge")
     assert ch.observers[:3] == ["challenge", "ann1", "ann2"] and "challenge_annotations" not in ch.extras
     assert rec.splits["test_all"] == ["003", "004", "005", "006"]
     for k, val in CV.items():
@@ -175,13 +175,13 @@ def test_jpeg_layout_alone_gives_senior_and_splits(tmp_path):
     assert (rec.image_size == [W, H]).all()
     assert {k: sorted(v) for k, v in rec.splits.items()} == SPLITS
     with pytest.raises(DataError, match="no junior annotations"):
-        _quiet(isbi.load, root, target="junior")
+        _quiet(isbi.load, root, reference="junior")
 
 
 def test_jpeg_layout_with_annotations_root(tmp_path):
     root = make_jpeg(tmp_path / "jpg")
     setup = make_csv_setup(tmp_path / "elsewhere" / "all_landmarks")
-    rec = _quiet(isbi.load, root, target="mean", annotations_root=tmp_path / "elsewhere")
+    rec = _quiet(isbi.load, root, reference="mean", annotations_root=tmp_path / "elsewhere")
     np.testing.assert_allclose(rec.annotations["junior"], JUNIOR, atol=1e-9)
     np.testing.assert_allclose(rec.landmarks, (SENIOR + JUNIOR) / 2, atol=1e-9)
     assert "ann9" in rec.annotations and rec.splits["cv2/val"] == CV[2]
@@ -191,20 +191,20 @@ def test_jpeg_layout_with_annotations_root(tmp_path):
 def test_jpeg_layout_finds_sibling_setup_and_says_so(tmp_path, capsys):
     root = make_jpeg(tmp_path / "ISBI2015-cepha400-jpg")
     make_csv_setup(tmp_path / "HeatmapUncertainty" / "setup_ann" / "all_landmarks")
-    rec = _quiet(isbi.load, root, target="junior")
+    rec = _quiet(isbi.load, root, reference="junior")
     np.testing.assert_allclose(rec.landmarks, JUNIOR, atol=1e-9)
-    rec = isbi.load(root, target="junior", verbose=True)
+    rec = isbi.load(root, reference="junior", verbose=True)
     out = capsys.readouterr().out
     assert "sibling CSV setup" in out and "HeatmapUncertainty" in out
     # pointing data_root at the image folder itself works too
-    rec2 = _quiet(isbi.load, root / "cepha400", target="junior")
+    rec2 = _quiet(isbi.load, root / "cepha400", reference="junior")
     np.testing.assert_allclose(rec2.landmarks, JUNIOR, atol=1e-9)
 
 
 def test_challenge_images_txt_senior_plus_csv_annotations_root(tmp_path):
     root = make_challenge(tmp_path / "isbi", observers=("senior",))
     make_csv_setup(tmp_path / "setup", observers=("senior", "junior"), observer_set=False)
-    rec = _quiet(isbi.load, root, target="junior", annotations_root=tmp_path / "setup")
+    rec = _quiet(isbi.load, root, reference="junior", annotations_root=tmp_path / "setup")
     np.testing.assert_allclose(rec.landmarks, JUNIOR, atol=1e-9)
     np.testing.assert_allclose(rec.annotations["senior"], SENIOR, atol=1e-9)
     assert "clinical_classes" in rec.extras and rec.extras["clinical_classes_observer"] == "senior"
@@ -347,7 +347,7 @@ def test_nan_landmarks(tmp_path):
     jun[1, 4] = np.nan
     write_landmark_csv(setup / "all_junior.csv", IDS, jun, 0.1)
     with pytest.warns(LoaderWarning, match=r"1 junior landmark\(s\) are missing \(NaN\) in .*all_junior\.csv"):
-        rec = isbi.load(root2, target="junior", verbose=False)
+        rec = isbi.load(root2, reference="junior", verbose=False)
     assert np.isnan(rec.landmarks[1, 4]).all() and np.isfinite(np.delete(rec.landmarks.reshape(-1, 2), 19 + 4, 0)).all()
     np.testing.assert_allclose(rec.landmarks[1, 5], JUNIOR[1, 5], atol=1e-9)
 
@@ -427,7 +427,7 @@ def test_hand_loads_only_ids_with_images_and_says_so(tmp_path):
     msgs = [str(w.message) for w in rec_w]
     assert any("3 of 6 annotated ids have no image" in m for m in msgs)
     assert any("splits filtered to the 3 ids" in m for m in msgs)
-    assert rec.ids == HAND_WITH_IMAGE and rec.target == "gt" and len(rec.landmark_names) == 37
+    assert rec.ids == HAND_WITH_IMAGE and rec.reference == "gt" and len(rec.landmark_names) == 37
     rows = [HAND_IDS.index(i) for i in HAND_WITH_IMAGE]
     np.testing.assert_array_equal(rec.landmarks, px[rows])
     assert (rec.image_size == [HW, HH]).all()
@@ -521,8 +521,8 @@ def test_folder_2d_png(tmp_path):
     sec = rec.annotations["second"]
     np.testing.assert_allclose(sec[[2, 0]], pts[[2, 0]] + 1)
     assert np.isnan(sec[1]).all()
-    sec_rec = _quiet(folder.load, tmp_path / "ds", target="second", spacing=0.25)
-    assert sec_rec.target == "second" and sec_rec.ids == ["a", "b", "c"] and np.isnan(sec_rec.landmarks[1]).all()
+    sec_rec = _quiet(folder.load, tmp_path / "ds", reference="second", spacing=0.25)
+    assert sec_rec.reference == "second" and sec_rec.ids == ["a", "b", "c"] and np.isnan(sec_rec.landmarks[1]).all()
 
 
 def test_folder_3d_mha_mm_and_world(tmp_path):

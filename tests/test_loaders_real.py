@@ -95,7 +95,7 @@ def test_mm_pixel_round_trip(tmp_path):
 
 
 def test_challenge_equals_senior_except_landmark_16_on_test2(record):
-    ch = isbi.load(JPG, annotations_root=SETUP.parent, target="challenge", verbose=False)
+    ch = isbi.load(JPG, annotations_root=SETUP.parent, reference="challenge", verbose=False)
     diff = np.abs(ch.landmarks - ch.annotations["senior"]).max(-1) > 1e-6
     rows, lms = np.nonzero(diff)
     assert set(lms.tolist()) == {15}                                   # landmark 16, 1-based

@@ -40,7 +40,7 @@ def _record(n=20):
     splits = {"train": ids[:8], "test1": ids[8:14], "test2": ids[14:], "test_all": ids[8:],
               "cv1/train": ids[5:15], "cv1/val": ids[:5] + ids[15:]}
     return LandmarkDataset(name="toy", ids=ids, image_paths=[f"{i}.png" for i in ids], annotations={"senior": lm},
-                           target="senior", spacing=np.full((n, 2), 0.1), image_size=np.full((n, 2), 100),
+                           reference="senior", spacing=np.full((n, 2), 0.1), image_size=np.full((n, 2), 100),
                            splits=splits, landmark_names=["a", "b"])
 
 

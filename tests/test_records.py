@@ -26,8 +26,8 @@ def test_subset_keeps_rows_aligned():
     np.testing.assert_array_equal(rev.annotations["junior"], rec.annotations["junior"][[3, 0]])
 
 
-def test_mean_target():
-    rec = make_record().with_target("mean")
+def test_mean_reference():
+    rec = make_record().with_reference("mean")
     np.testing.assert_allclose(rec.landmarks, 0.5 * (rec.annotations["senior"] + rec.annotations["junior"]))
     assert rec.observers[0] == "mean"
 

@@ -33,7 +33,7 @@ def tiny_record(tmp_path):
         paths.append(p)
     senior = rng.uniform(4, 28, (4, 3, 2))
     return LandmarkDataset(name="tiny", ids=[f"i{i}" for i in range(4)], image_paths=paths, landmark_names=("a", "b", "c"),
-                           annotations={"senior": senior, "junior": senior + 0.5}, target="senior",
+                           annotations={"senior": senior, "junior": senior + 0.5}, reference="senior",
                            spacing=np.full((4, 2), 0.1), image_size=np.tile([32, 40], (4, 1)),
                            splits={"train": ["i0", "i1"], "test_all": ["i2", "i3"]})
 
@@ -215,7 +215,8 @@ def test_errors_mm_is_the_metrics_point_error_of_each_strategy(tiny_record):
     assert isinstance(res, LandmarkResult)
     np.testing.assert_allclose(res.errors_mm("fit"), 2.0)     # 1 px along y at 2 mm/px
     np.testing.assert_allclose(res.errors_mm("argmax"), 1.5)  # 3 px along x at 0.5 mm/px
-    np.testing.assert_array_equal(res.errors_mm("fit", "target"), res.errors_mm("fit", "reference"))
+    with pytest.raises(ConfigError, match="errors against 'target'"):  # one word: the reference annotation set
+        res.errors_mm("fit", "target")
     np.testing.assert_allclose(res.offsets_mm()[..., 1], 2.0)
     assert res.errors_mm(ids=[res.ids[1], "unknown"]).shape == (1, len(res.landmark_names))
     with pytest.raises(ConfigError, match="no known truth"):

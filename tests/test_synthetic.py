@@ -137,7 +137,7 @@ def test_load_round_trips_annotations_splits_and_images(small_root):
     rec = load_synthetic(small_root)
     geo = sample_geometry(cfg)
     ann, _, _ = simulate_annotations(geo)
-    assert rec.observers[0] == "senior" and rec.target == "senior"
+    assert rec.observers[0] == "senior" and rec.reference == "senior"
     assert set(rec.annotations) == {"senior", "junior"} | {f"ann{i}" for i in range(1, 10)}
     for k, name in enumerate(cfg.observers):
         np.testing.assert_allclose(rec.annotations[name], ann[k], atol=0.6e-4 / cfg.spacing_mm)

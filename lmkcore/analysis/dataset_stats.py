@@ -15,7 +15,7 @@ def dataset_summary(record: LandmarkDataset) -> pd.DataFrame:
         "images": len(record.ids),
         "landmarks": len(record.landmark_names),
         "observers": ", ".join(record.observers),
-        "target": record.target,
+        "reference": record.reference,
         "image size (W x H px)": " / ".join(sorted({f"{w} x {h}" for w, h in record.image_size.astype(int)})),
         "spacing (mm/px, x)": f"{np.min(record.spacing[:, 0]):.4g} - {np.max(record.spacing[:, 0]):.4g}",
         "spacing (mm/px, y)": f"{np.min(record.spacing[:, 1]):.4g} - {np.max(record.spacing[:, 1]):.4g}",

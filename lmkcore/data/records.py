@@ -17,7 +17,7 @@ from lmkcore.errors import DataError
 
 
 #: Annotation keys that are derived from other annotations rather than made by an observer.
-DERIVED_TARGETS: tuple[str, ...] = ("mean", "challenge")
+DERIVED_REFERENCES: tuple[str, ...] = ("mean", "challenge")
 
 
 def row_indices(all_ids: Sequence[str], ids: Sequence[str] | None) -> np.ndarray:
@@ -48,8 +48,8 @@ class LandmarkDataset:
         Observer name to ``(M, N, D)`` landmark coordinates in **pixels** of the
         original image, ``(x, y)`` (``(x, y, z)`` in 3D) order, origin at the
         centre of the first pixel. NaN marks a missing landmark (or an image that
-        observer did not annotate). Always holds the key :attr:`target`.
-    target : str
+        observer did not annotate). Always holds the key :attr:`reference`.
+    reference : str
         Key of :attr:`annotations` used as ground truth (``"senior"``,
         ``"junior"``, ``"mean"``, ``"challenge"``...).
     spacing : ndarray
@@ -74,7 +74,7 @@ class LandmarkDataset:
     image_paths: list[Path]
     landmark_names: tuple[str, ...]
     annotations: dict[str, np.ndarray]
-    target: str
+    reference: str
     spacing: np.ndarray
     image_size: np.ndarray
     splits: dict[str, list[str]] = field(default_factory=dict)
@@ -87,12 +87,12 @@ class LandmarkDataset:
             raise DataError(f"{self.name}: {len(self.image_paths)} image paths for {m} ids")
         if len(set(self.ids)) != m:
             raise DataError(f"{self.name}: duplicate image ids")
-        if self.target not in self.annotations:
+        if self.reference not in self.annotations:
             raise DataError(
-                f"{self.name}: target {self.target!r} not among annotations "
+                f"{self.name}: reference {self.reference!r} not among annotations "
                 f"{sorted(self.annotations)}"
             )
-        d = self.annotations[self.target].shape[-1]
+        d = self.annotations[self.reference].shape[-1]
         for key, arr in self.annotations.items():
             if arr.shape != (m, n, d):
                 raise DataError(f"{self.name}: annotations[{key!r}] has shape {arr.shape}, expected {(m, n, d)}")
@@ -108,24 +108,24 @@ class LandmarkDataset:
     @property
     def ndim(self) -> int:
         """Spatial dimension ``D`` (2 or 3)."""
-        return self.annotations[self.target].shape[-1]
+        return self.annotations[self.reference].shape[-1]
 
     @property
     def landmarks(self) -> np.ndarray:
-        """``(M, N, D)`` ground-truth landmarks in pixels (the target observer)."""
-        return self.annotations[self.target]
+        """``(M, N, D)`` ground-truth landmarks in pixels (the reference annotation set)."""
+        return self.annotations[self.reference]
 
     @property
     def observers(self) -> list[str]:
-        """Names of all annotation sets, target first."""
-        return [self.target] + sorted(k for k in self.annotations if k != self.target)
+        """Names of all annotation sets, reference first."""
+        return [self.reference] + sorted(k for k in self.annotations if k != self.reference)
 
     @property
     def annotators(self) -> list[str]:
         """Annotation sets made by a person (or a simulated one): :attr:`observers` without the
         derived ground-truth variants ``"mean"`` and ``"challenge"``. Inter-observer statistics
         pool these."""
-        return [k for k in self.observers if k not in DERIVED_TARGETS]
+        return [k for k in self.observers if k not in DERIVED_REFERENCES]
 
     def index_of(self, ids: list[str]) -> np.ndarray:
         """Row indices of ``ids`` in this record."""
@@ -155,11 +155,6 @@ class LandmarkDataset:
             raise DataError(f"{self.name}: unknown split {name!r}; known: {', '.join(sorted(self.splits))}")
         return self.subset(self.splits[name])
 
-    @property
-    def reference(self) -> str:
-        """The annotation set used as ground truth (the field :attr:`target`, named as everywhere else)."""
-        return self.target
-
     def with_reference(self, reference: str) -> "LandmarkDataset":
         """A new record with another annotation set as ground truth (``self`` is not changed).
 
@@ -174,18 +169,15 @@ class LandmarkDataset:
         if reference not in annotations:
             raise DataError(f"{self.name}: unknown reference annotation set {reference!r}; "
                             f"known: {', '.join(sorted(annotations))}")
-        return replace(self, annotations=annotations, target=reference)
+        return replace(self, annotations=annotations, reference=reference)
 
     def with_reference_annotations(self, name: str, points_px: np.ndarray) -> "LandmarkDataset":
         """A new record with one more annotation set ``name`` (``(M, N, D)`` px) used as the reference;
         ``self`` is not changed (e.g. the mean of all observers as ground truth)."""
         annotations = {**self.annotations, name: np.asarray(points_px, dtype=np.float64)}
-        return replace(self, annotations=annotations, target=name)
+        return replace(self, annotations=annotations, reference=name)
 
     def with_splits(self, splits: dict[str, list[str]]) -> "LandmarkDataset":
         """A new record with ``splits`` (name -> ids) added or replaced; ``self`` is not changed."""
         return replace(self, splits={**self.splits, **{k: list(v) for k, v in splits.items()}})
 
-    def with_target(self, target: str) -> "LandmarkDataset":
-        """Former name of :meth:`with_reference`."""
-        return self.with_reference(target)

@@ -98,11 +98,6 @@ class PointResult:
     def predictions(self) -> Mapping[str, np.ndarray]:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
-    @property
-    def target_px(self) -> np.ndarray:
-        """Deprecated name of :attr:`reference_px` (kept for cached notebooks' code)."""
-        return self.reference_px  # type: ignore[attr-defined]
-
     def rows(self, ids: list[str] | None) -> np.ndarray:
         """Row indices of ``ids`` (all rows if None); ids not in this result are ignored."""
         return row_indices(self.ids, ids)  # type: ignore[attr-defined]
@@ -118,8 +113,6 @@ class PointResult:
 
     def reference_points(self, against: str = "reference") -> np.ndarray:
         """``(M, N, 2)`` px of ``against``: ``"reference"`` (the annotation) or ``"truth"`` (synthetic)."""
-        if against == "target":  # the old word for the reference annotation set
-            against = "reference"
         if against not in REFERENCES:
             raise ConfigError(f"errors against {against!r}: use one of {REFERENCES}")
         ref = self.reference_px if against == "reference" else self.truth_px  # type: ignore[attr-defined]

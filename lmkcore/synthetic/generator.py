@@ -550,7 +550,7 @@ def load_synthetic(root: str | os.PathLike) -> LandmarkDataset:
         image_paths=[found[i] for i in ids],
         landmark_names=names,
         annotations=annotations,
-        target=meta["target"],
+        reference=meta.get("reference", meta["target"]),
         spacing=np.tile(spacing, (m, 1)),
         image_size=np.tile(np.asarray(meta["image_size"], dtype=np.int64), (m, 1)),
         splits=splits,

@@ -221,14 +221,14 @@ def _world_to_px(points: np.ndarray, info: ImageInfo) -> np.ndarray:
 
 
 @register("folder")
-def load(data_root, *, target: str | None = None, **kw) -> LandmarkDataset:
+def load(data_root, *, reference: str | None = None, **kw) -> LandmarkDataset:
     """Load a dataset in the generic folder format (see the module docstring).
 
     Parameters
     ----------
     data_root : path
         The folder.
-    target : str, optional
+    reference : str, optional
         Annotation set used as ground truth: ``"gt"`` (``landmarks.csv``) by
         default, or ``<observer>`` of a ``landmarks_<observer>.csv``. The rows of
         ``landmarks.csv`` (else of the first file) define the images and their
@@ -240,7 +240,7 @@ def load(data_root, *, target: str | None = None, **kw) -> LandmarkDataset:
         PNG/BMP/JPEG, whose headers hold none). Not with spacing columns.
     landmarks : str, keyword
         Landmark file name instead of ``landmarks.csv`` (then the only set, named
-        after ``target`` or ``"gt"``).
+        after ``reference`` or ``"gt"``).
     images_dir, splits_dir : str, keyword
         Sub-folder names (default ``images``, ``splits``).
     name : str, keyword
@@ -259,7 +259,7 @@ def load(data_root, *, target: str | None = None, **kw) -> LandmarkDataset:
     """
     unknown = set(kw) - _OPTIONS
     if unknown:
-        raise ConfigError(f"folder: unknown option(s) {sorted(unknown)}; known: target, {', '.join(sorted(_OPTIONS))}")
+        raise ConfigError(f"folder: unknown option(s) {sorted(unknown)}; known: reference, {', '.join(sorted(_OPTIONS))}")
     units = kw.get("units", "px")
     if units not in ("px", "mm", "world"):
         raise ConfigError(f"folder: units must be 'px', 'mm' or 'world', got {units!r}")
@@ -274,7 +274,7 @@ def load(data_root, *, target: str | None = None, **kw) -> LandmarkDataset:
     images_dir = root / kw.get("images_dir", "images")
     splits_dir = root / kw.get("splits_dir", "splits")
     if kw.get("landmarks"):
-        files = {target or "gt": root / kw["landmarks"]}
+        files = {reference or "gt": root / kw["landmarks"]}
     else:
         files = {}
         if (root / "landmarks.csv").is_file():
@@ -283,10 +283,10 @@ def load(data_root, *, target: str | None = None, **kw) -> LandmarkDataset:
             files[f.stem[len("landmarks_"):]] = f
     if not files:
         raise DataError(f"{root}: no landmarks.csv (or landmarks_<observer>.csv) found")
-    if target is None:
-        target = "gt" if "gt" in files else next(iter(files))
-    if target not in files:
-        raise ConfigError(f"folder: unknown target {target!r}; annotation sets here: {', '.join(files)}")
+    if reference is None:
+        reference = "gt" if "gt" in files else next(iter(files))
+    if reference not in files:
+        raise ConfigError(f"folder: unknown reference {reference!r}; annotation sets here: {', '.join(files)}")
 
     by_id = find_images(images_dir) if images_dir.is_dir() else None
     primary = "gt" if "gt" in files else next(iter(files))
@@ -386,7 +386,7 @@ def load(data_root, *, target: str | None = None, **kw) -> LandmarkDataset:
         image_paths=paths,
         landmark_names=names,
         annotations=annotations,
-        target=target,
+        reference=reference,
         spacing=spacing,
         image_size=sizes,
         splits=splits,

@@ -248,14 +248,14 @@ _OPTIONS = {"normalisation", "preprocess", "reference_id", "images_root", "missi
 
 
 @register("hand")
-def load(data_root, *, target: str = "gt", **kw) -> LandmarkDataset:
+def load(data_root, *, reference: str = "gt", **kw) -> LandmarkDataset:
     """Load the Digital Hand Atlas setup of Payer et al. (2019).
 
     Parameters
     ----------
     data_root : path
         The dataset folder (see the module docstring for what is accepted).
-    target : "gt"
+    reference : "gt"
         The single annotation set (each image was annotated by one expert).
     normalisation : {"wrist", "header"}, keyword
         ``"wrist"`` (default): spacing = 50 mm / wrist width in pixels
@@ -283,7 +283,7 @@ def load(data_root, *, target: str = "gt", **kw) -> LandmarkDataset:
     Returns
     -------
     LandmarkDataset
-        ``name="hand"``, target ``"gt"``, ids in ``all.csv`` order restricted to
+        ``name="hand"``, reference ``"gt"``, ids in ``all.csv`` order restricted to
         those with an image. ``extras``: ``header_spacing`` ``(M, 2)``,
         ``wrist_spacing`` ``(M,)``, ``wrist_landmarks`` (1, 5), ``wrist_mm`` 50,
         ``normalisation``, ``annotated_ids`` (all ids of ``all.csv``),
@@ -292,9 +292,9 @@ def load(data_root, *, target: str = "gt", **kw) -> LandmarkDataset:
     """
     unknown = set(kw) - _OPTIONS
     if unknown:
-        raise ConfigError(f"hand: unknown option(s) {sorted(unknown)}; known: target, {', '.join(sorted(_OPTIONS))}")
-    if target != "gt":
-        raise ConfigError(f"hand: unknown target {target!r}; the hand dataset has one annotation set, 'gt'")
+        raise ConfigError(f"hand: unknown option(s) {sorted(unknown)}; known: reference, {', '.join(sorted(_OPTIONS))}")
+    if reference != "gt":
+        raise ConfigError(f"hand: unknown reference {reference!r}; the hand dataset has one annotation set, 'gt'")
     normalisation = kw.get("normalisation", "wrist")
     preprocess = kw.get("preprocess")
     missing = kw.get("missing_images", "skip")
@@ -383,7 +383,7 @@ def load(data_root, *, target: str = "gt", **kw) -> LandmarkDataset:
         image_paths=paths,
         landmark_names=HAND_LANDMARK_NAMES,
         annotations={"gt": px},
-        target="gt",
+        reference="gt",
         spacing=spacing,
         image_size=sizes,
         splits=splits,

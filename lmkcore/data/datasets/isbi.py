@@ -81,7 +81,7 @@ ISBI_CLASS_MEASURES: tuple[str, ...] = ("ANB", "SNB", "SNA", "ODI", "APDI", "FHI
 CHALLENGE_FOLDERS: dict[str, str] = {"TrainingData": "train", "Test1Data": "test1", "Test2Data": "test2"}
 
 #: Targets :func:`load` accepts.
-ISBI_TARGETS: tuple[str, ...] = ("senior", "junior", "mean", "challenge")
+ISBI_REFERENCES: tuple[str, ...] = ("senior", "junior", "mean", "challenge")
 
 #: The 11 observers of Thaler et al. (2021), in the order of :func:`load_isbi_observers`.
 ISBI_OBSERVER_NAMES: tuple[str, ...] = ("senior", "junior") + tuple(f"ann{k}" for k in range(1, 10))
@@ -573,7 +573,7 @@ _OPTIONS = {"spacing", "images", "observers", "missing_images", "verbose"}
 
 
 @register("isbi2015")
-def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> LandmarkDataset:
+def load(data_root, *, reference: str = "senior", annotations_root=None, **kw) -> LandmarkDataset:
     """Load the ISBI 2015 cephalometric dataset from any of its on-disk layouts.
 
     See the module docstring for the layouts and the detection rules.
@@ -583,11 +583,11 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
     data_root : path
         Folder with the images (challenge ``RawImage`` layout or ``cepha400``
         JPEG layout), possibly also with annotations.
-    target : {"senior", "junior", "mean", "challenge"}
+    reference : {"senior", "junior", "mean", "challenge"}
         Ground truth. ``mean`` = (senior + junior) / 2; ``challenge`` = the
         challenge ground truth (``all_challenge.csv``: senior everywhere except
         landmark 16 on Test2). The 4-fold CV of the CSV setup (``cv1/train`` ...)
-        is meant with ``target="junior"`` ("CV jun.", Thaler et al.).
+        is meant with ``reference="junior"`` ("CV jun.", Thaler et al.).
     annotations_root : path, optional
         A further folder searched for annotations (CSV setup, challenge text
         files, 11-observer set).
@@ -608,7 +608,7 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
     LandmarkDataset
         ``annotations``: every observer found (``senior``, ``junior``,
         ``ann1``..``ann9``; the ``ann`` sets are NaN except on their 100 images
-        and 5 landmarks), plus ``mean`` or ``challenge`` when that is the target
+        and 5 landmarks), plus ``mean`` or ``challenge`` when that is the reference
         (they are ground-truth variants, not observers, so they stay out of
         :attr:`~lmkcore.data.records.LandmarkDataset.observers` otherwise; the
         challenge coordinates are then in ``extras["challenge_annotations"]``).
@@ -618,7 +618,7 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
 
         ``clinical_classes``
             dict measure -> ``(M,)`` int, measures :data:`ISBI_CLASS_MEASURES`,
-            read from the class lines of the challenge text files of the target
+            read from the class lines of the challenge text files of the reference
             (senior for ``mean``/``challenge``); ``-1`` where absent. Only set
             when class lines were found.
         ``clinical_classes_by_observer``
@@ -632,7 +632,7 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
         ``header_spacing``
             ``(M, 2)`` spacing in the image headers (1.0 = none stored).
         ``cv_target``
-            ``"junior"`` (the target the ``cv<k>`` splits are meant for).
+            ``"junior"`` (the reference the ``cv<k>`` splits are meant for).
 
     Raises
     ------
@@ -644,14 +644,14 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
     """
     unknown = set(kw) - _OPTIONS
     if unknown:
-        raise ConfigError(f"isbi2015: unknown option(s) {sorted(unknown)}; known: target, annotations_root, {', '.join(sorted(_OPTIONS))}")
+        raise ConfigError(f"isbi2015: unknown option(s) {sorted(unknown)}; known: reference, annotations_root, {', '.join(sorted(_OPTIONS))}")
     spacing = float(kw.get("spacing", ISBI_SPACING_MM))
     which = kw.get("images", "auto")
     use_observers = bool(kw.get("observers", True))
     missing = kw.get("missing_images", "error")
     verbose = bool(kw.get("verbose", True))
-    if target not in ISBI_TARGETS:
-        raise ConfigError(f"isbi2015: unknown target {target!r}; choose one of {', '.join(ISBI_TARGETS)}")
+    if reference not in ISBI_REFERENCES:
+        raise ConfigError(f"isbi2015: unknown reference {reference!r}; choose one of {', '.join(ISBI_REFERENCES)}")
     if which not in ("auto", "challenge", "jpeg"):
         raise ConfigError(f"isbi2015: images must be 'auto', 'challenge' or 'jpeg', got {which!r}")
     if missing not in ("error", "skip"):
@@ -713,14 +713,14 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
         lines.append(f"{obs} <- {files}")
     report("isbi2015: annotations " + "; ".join(lines), verbose)
 
-    # 3. target
-    if target == "mean":
+    # 3. reference
+    if reference == "mean":
         if not {"senior", "junior"} <= set(merged):
-            raise DataError(f"{root}: target 'mean' needs senior and junior annotations; found {sorted(merged)}")
-    elif target not in merged:
-        hint = " (all_challenge.csv of the CSV setup layout)" if target == "challenge" else ""
-        raise DataError(f"{root}: no {target} annotations{hint} found; found {sorted(merged)}")
-    for obs in (["senior", "junior"] if target == "mean" else [target]):
+            raise DataError(f"{root}: reference 'mean' needs senior and junior annotations; found {sorted(merged)}")
+    elif reference not in merged:
+        hint = " (all_challenge.csv of the CSV setup layout)" if reference == "challenge" else ""
+        raise DataError(f"{root}: no {reference} annotations{hint} found; found {sorted(merged)}")
+    for obs in (["senior", "junior"] if reference == "mean" else [reference]):
         m = merged[obs]
         lacking = [i for k, i in enumerate(ids) if np.isnan(m.px[k]).all()]
         if lacking:
@@ -762,11 +762,11 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
     annotations = dict(sorted(annotations.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])))
     for obs, arr in annotations.items():
         check_landmarks(f"{obs} annotations", ids, arr, sizes, merged[obs].files, ISBI_LANDMARK_NAMES)
-    if target == "mean":
+    if reference == "mean":
         annotations["mean"] = 0.5 * (annotations["senior"] + annotations["junior"])
     # 'challenge' is a ground-truth variant (senior with landmark 16 moved on Test2),
-    # not an observer: it joins the annotation sets only as the target.
-    challenge = annotations.pop("challenge", None) if target != "challenge" else None
+    # not an observer: it joins the annotation sets only as the reference.
+    challenge = annotations.pop("challenge", None) if reference != "challenge" else None
 
     # 5. splits
     split_sources = dict(split_files)
@@ -802,7 +802,7 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
         for obs, m in merged.items() if m.classes is not None and (m.classes >= 0).any()
     }
     if by_obs:
-        key = target if target in by_obs else ("senior" if "senior" in by_obs else next(iter(by_obs)))
+        key = reference if reference in by_obs else ("senior" if "senior" in by_obs else next(iter(by_obs)))
         extras["clinical_classes"] = by_obs[key]
         extras["clinical_classes_observer"] = key
         extras["clinical_classes_by_observer"] = by_obs
@@ -813,7 +813,7 @@ def load(data_root, *, target: str = "senior", annotations_root=None, **kw) -> L
         image_paths=paths,
         landmark_names=tuple(ISBI_LANDMARK_NAMES),
         annotations=annotations,
-        target=target,
+        reference=reference,
         spacing=np.full((len(ids), 2), spacing),
         image_size=sizes,
         splits=splits,
