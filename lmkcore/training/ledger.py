@@ -381,7 +381,7 @@ def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019"), pro
     from lmkcore.training.profiles import get_profile
 
     profile = profile or get_profile("paper")
-    record = SimpleNamespace(name="isbi2015", splits={"train": [], "test_all": []}, target="senior",
+    record = SimpleNamespace(name="isbi2015", splits={"train": [], "test_all": []},
                              reference="senior", num_landmarks=19)
     problems = []
     for paper in papers:
