@@ -129,7 +129,9 @@ def test_smoke_profile_runs_every_notebook(tmp_path, session_cache):
                         "--cache-dir", str(session_cache), "--device", "cpu"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert _tree(committed) == before
-    assert {p.name for p in root.iterdir()} == {"INDEX.md", "quick-synthetic", "smoke-synthetic"}
+    # at the root only the two cross-run reports: the index and the reproduction report
+    assert {p.name for p in root.iterdir()} == {"INDEX.md", "REPRODUCTION.md", "quick-synthetic", "smoke-synthetic"}
+    assert "smoke-synthetic" in (root / "REPRODUCTION.md").read_text()
     root_index = (root / "INDEX.md").read_text()
     assert "[smoke-synthetic/](smoke-synthetic/INDEX.md)" in root_index
     assert "[quick-synthetic/](quick-synthetic/INDEX.md)" in root_index
