@@ -41,6 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from lmkcore.data.formats import atomic_write_bytes
 from lmkcore.errors import DataError
 
 __all__ = [
@@ -114,21 +115,6 @@ def temp_path(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_checksum(path: str | os.PathLike, digest: str | None = None) -> str:
     """Write ``path``'s SHA-256 (``digest`` if given, else computed) to ``path.sha256`` atomically.
 
@@ -136,7 +122,7 @@ def write_checksum(path: str | os.PathLike, digest: str | None = None) -> str:
     """
     path = Path(path)
     digest = digest or sha256_file(path)
-    _atomic_bytes(checksum_path(path), f"{digest}  {path.name}\n".encode())
+    atomic_write_bytes(checksum_path(path), f"{digest}  {path.name}\n".encode())
     _remember(path, digest)
     return digest
 
@@ -218,7 +204,7 @@ def write_verified(path: str | os.PathLike, data: bytes) -> str:
     path = Path(path)
     digest = sha256_bytes(data)
     with file_lock(path):
-        _atomic_bytes(path, data)
+        atomic_write_bytes(path, data)
         return write_checksum(path, digest)
 
 
@@ -351,7 +337,7 @@ def write_manifest(folder: str | os.PathLike) -> Path:
         if p.is_file() and p.name != MANIFEST_NAME:
             lines.append(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n")
     out = folder / MANIFEST_NAME
-    _atomic_bytes(out, "".join(lines).encode())
+    atomic_write_bytes(out, "".join(lines).encode())
     return out
 
 
