@@ -88,6 +88,25 @@ class NotebookContext:
         return run_experiment(record, config, self.cache_dir, device=self.device, progress=progress,
                               label=method_label(method))
 
+    def cross_validation(self, record, method: str, prefix: str = "cv", progress: bool = True, **overrides: Any):
+        """Train (or load from the cache) ``method`` in K-fold cross-validation on ``record``'s folds
+        ``{prefix}1/train``, ``{prefix}1/val``... with this profile (one cached model per fold); ``overrides``
+        as for :meth:`experiment`. Returns a :class:`lmkcore.runs.crossval.CrossValidation`; its ``pooled``
+        result covers every val image once.
+
+        Raises
+        ------
+        ConfigError
+            When ``record`` has no such folds (the message lists its splits), or they overlap.
+        """
+        from lmkcore.runs.crossval import cv_folds, run_cross_validation
+        from lmkcore.training.methods import experiment_config, method_label
+
+        folds = cv_folds(record, prefix)
+        config = experiment_config(self.profile, record, method, seed=self.seed, **overrides)
+        return run_cross_validation(record, config, self.cache_dir, folds, device=self.device, progress=progress,
+                                    label=method_label(method))
+
     def save_figure(self, fig, name: str, paper_ref: str = "-", close: bool = False):
         """Save ``fig`` as PNG + PDF in the figures folder, with provenance."""
         paths = style.save_figure(fig, self.figures_dir, name, paper_ref, **self.provenance)
