@@ -30,6 +30,9 @@ PATCH = 8
 class PHDNet(nn.Module):
     """Patch network with a displacement and a heatmap branch for ``n_landmarks`` landmarks.
 
+    The constructor's ``n_landmarks``, ``filters``, ``head_filters`` and ``independent`` are kept as
+    attributes; ``patch`` is the side (px) of the image patch behind one output cell (:data:`PATCH`).
+
     Parameters
     ----------
     n_landmarks : int
@@ -50,6 +53,8 @@ class PHDNet(nn.Module):
     :func:`lmkcore.training.phdnet_targets.encode_displacement`.
     """
 
+    patch: int = PATCH
+
     def __init__(self, n_landmarks: int, filters: int = 32, head_filters: tuple[int, ...] = (64, 96),
                  independent: bool = False, shared_heads: bool = False):
         super().__init__()
@@ -59,6 +64,7 @@ class PHDNet(nn.Module):
         if n_landmarks < 1 or filters < 1:
             raise ConfigError(f"PHDNet needs n_landmarks >= 1 and filters >= 1, got {n_landmarks}, {filters}")
         self.n_landmarks, self.independent = int(n_landmarks), bool(independent)
+        self.filters, self.head_filters = int(filters), tuple(int(f) for f in head_filters)
         g = self.n_landmarks if independent else 1
         width = filters * g
         layers: list[nn.Module] = []

@@ -1,12 +1,17 @@
 """Training, predicting and caching PHD-Net runs (Schobs et al. 2021, Sec. 3).
 
-Training: random ``subimage`` x ``subimage`` crops (paper: 128) of augmented working
-images, Adam (paper: lr 1e-3, batch 32), loss ``L_d + L_h``. The ``paper`` profile runs up to
-500 epochs with early stopping after 75 epochs without a lower validation loss and keeps
-the best weights; ``smoke``/``quick`` run a short fixed schedule.
+Training: random ``subimage`` x ``subimage`` crops (paper: 128) of the working images (augmented
+except in the ``paper`` profile: the paper names no augmentation), Adam (paper: lr 1e-3, batch 32),
+loss ``L_d + L_h``. The ``paper`` profile runs up to 500 epochs with early stopping after 75 epochs
+without a lower validation loss and keeps the best weights; ``smoke``/``quick`` run a short fixed
+schedule. An epoch draws one sub-image from every training image (the paper does not define it).
 
 Validation: the last ``val_fraction`` of the training split (after a seeded shuffle) is held
-out; it gives the validation loss (early stopping) and the confidence thresholds.
+out; it gives the validation loss (early stopping) and the confidence thresholds (the error-weighted
+mean peak of the :data:`THRESHOLD_FRACTION` least accurate validation predictions, per landmark).
+
+Every ``paper``-profile value is checked against the fidelity ledger
+(:func:`lmkcore.training.ledger.check_paper_configs`, rows of ``schobs2021``).
 
 Results are cached by the run store (:mod:`lmkcore.runs.store`: ``phdnet/<key>``, key: content hash
 of the config, the splits and the data fingerprint), written atomically; the model weights go
@@ -41,6 +46,9 @@ from lmkcore.models.phdnet import PATCH, PHDNet, count_parameters
 
 RESULT_VERSION = 1
 STRATEGIES = ("simple", "smoothing")
+#: Share of the least accurate validation predictions whose error-weighted mean peak is the
+#: confidence threshold (Schobs et al. Sec. 2.2: "the 10 % least accurate predictions").
+THRESHOLD_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -121,8 +129,9 @@ class PHDNetConfig:
 def phdnet_config(profile, **overrides: Any) -> PHDNetConfig:
     """The :class:`PHDNetConfig` of a :class:`~lmkcore.training.profiles.Profile` (by name).
 
-    ``paper``: the paper's schedule (500 epochs, early stopping 75, batch 32, one model per
-    landmark) at the profile's input width. ``quick``: a shared trunk with per-landmark heads,
+    ``paper``: the paper's schedule (500 epochs, early stopping 75, batch 32, Adam 1e-3, one model per
+    landmark), 128 px sub-images and smoothing region, no augmentation (none is stated), at the
+    profile's input width (``paper-dry``: the same with 1 epoch). ``quick``: a shared trunk with per-landmark heads,
     1,500 iterations of batch 8 on 96 px sub-images (150 iterations left it at ~12 mm on the
     synthetic data, 1,500 reach ~3 mm), a 64 px candidate-smoothing region (the
     paper's 128 px is a quarter of its 512 px images; the quick working images are 128 px wide) and 8 px
@@ -133,7 +142,9 @@ def phdnet_config(profile, **overrides: Any) -> PHDNetConfig:
     per_profile = {
         "smoke": dict(filters=8, iterations=4, batch_size=4, shared_heads=True),
         "quick": dict(iterations=1500, batch_size=8, subimage=96, shared_heads=False, region_px=64, smooth_px=8.0),
-        "paper": dict(max_epochs=500, patience=75, batch_size=32, independent=True),
+        "paper": dict(max_epochs=500, patience=75, batch_size=32, lr=1e-3, independent=True, shared_heads=False,
+                      subimage=128, region_px=128, sigma_patches=2.0, heatmap="gaussian", filters=32,
+                      augment=AugmentConfig.identity()),
     }
     base.update(per_profile.get(getattr(profile, "sizes", profile.name), per_profile["quick"]))
     if getattr(profile, "max_epochs", None):  # paper-dry: 1 epoch
@@ -303,6 +314,17 @@ def _crop_size(config: PHDNetConfig, h: int, w: int) -> tuple[int, int]:
     return max(PATCH, min(s, h // PATCH * PATCH)), max(PATCH, min(s, w // PATCH * PATCH))
 
 
+def build_model(config: PHDNetConfig, n_landmarks: int) -> PHDNet:
+    """The (untrained) :class:`~lmkcore.models.phdnet.PHDNet` that :func:`train_phdnet` trains for ``config``."""
+    return PHDNet(n_landmarks, config.filters, independent=config.independent, shared_heads=config.shared_heads)
+
+
+def make_optimizer(model: torch.nn.Module, config: PHDNetConfig) -> torch.optim.Optimizer:
+    """The optimiser of :func:`train_phdnet`: Adam at ``config.lr`` (Schobs et al. Sec. 3), PyTorch defaults
+    otherwise (betas 0.9, 0.999; no weight decay)."""
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
 @torch.no_grad()
 def _val_loss(model: PHDNet, images: torch.Tensor, landmarks: torch.Tensor, config: PHDNetConfig, device: str) -> float:
     model.eval()
@@ -329,7 +351,7 @@ def train_phdnet(config: PHDNetConfig, train_ds: LandmarkImageDataset, val_ds: L
     val_images, val_landmarks = _stack(val_ds)
     n_lm = landmarks.shape[1]
     torch.manual_seed(config.seed)
-    model = PHDNet(n_lm, config.filters, independent=config.independent, shared_heads=config.shared_heads).to(device)
+    model = build_model(config, n_lm).to(device)
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path)
         if json.loads(state["config"]) != config.to_dict():
@@ -337,7 +359,7 @@ def train_phdnet(config: PHDNetConfig, train_ds: LandmarkImageDataset, val_ds: L
         model.load_state_dict(state["model"])
         model.eval()
         return model, list(state["history"])
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model, config)
     h, w = images.shape[-2:]
     ch, cw = _crop_size(config, h, w)
     n = len(images)
@@ -346,6 +368,7 @@ def train_phdnet(config: PHDNetConfig, train_ds: LandmarkImageDataset, val_ds: L
     history: list[dict] = []
     best, best_state, since_best = float("inf"), None, 0
     running: list[float] = []
+    augment = config.augment != AugmentConfig.identity()
     model.train()
     for it in range(total):
         epoch, pos = divmod(it, steps_per_epoch)
@@ -354,8 +377,11 @@ def train_phdnet(config: PHDNetConfig, train_ds: LandmarkImageDataset, val_ds: L
         if len(idx) < config.batch_size:  # fill the last batch of an epoch
             idx = np.concatenate([idx, order[:config.batch_size - len(idx)]])
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, it, 1]).generate_state(1)[0]))
-        params = sample_params(len(idx), (h, w), config.augment, generator=gen).to(device)
-        img, lm = apply_params(params, images[idx].to(device), landmarks[idx].to(device))
+        if augment:
+            params = sample_params(len(idx), (h, w), config.augment, generator=gen).to(device)
+            img, lm = apply_params(params, images[idx].to(device), landmarks[idx].to(device))
+        else:  # the paper's setting: no augmentation, no resampling
+            img, lm = images[idx].to(device), landmarks[idx].to(device)
         oy = torch.randint(0, h - ch + 1, (len(idx),), generator=gen)
         ox = torch.randint(0, w - cw + 1, (len(idx),), generator=gen)
         rows = (oy[:, None] + torch.arange(ch)).to(device)
@@ -479,7 +505,7 @@ def run_phdnet(record: LandmarkDataset, config: PHDNetConfig, cache_dir: str | P
     threshold = {}
     for s in STRATEGIES:
         err = point_errors(val_pred[s], val_reference, val_rec.spacing, missing_prediction="ignore")
-        threshold[s] = landmark_thresholds(err, val_peak[s])
+        threshold[s] = landmark_thresholds(err, val_peak[s], THRESHOLD_FRACTION)
     rec = eval_ds.record
     result = PHDNetResult(
         key=key, config=config.to_dict(), ids=list(rec.ids), val_ids=list(val_ids),

@@ -13,7 +13,14 @@ Rows with a ``field`` are checked against the configuration lmkcore actually bui
 :class:`~lmkcore.runs.experiment.ExperimentConfig` field, ``target.<name>`` an attribute of the
 :class:`~lmkcore.training.targets.HeatmapTarget` the trainer builds (so resolved defaults such as alpha
 are checked), ``profile.<name>`` a :class:`~lmkcore.training.profiles.Profile` field and ``fit.<name>`` a
-default of :func:`lmkcore.analysis.fitting.fit_gaussians`.
+default of :func:`lmkcore.analysis.fitting.fit_gaussians`. PHD-Net (``schobs2021``, "method" ``phdnet``):
+``phdnet.<name>`` a :class:`~lmkcore.runs.phdnet.PHDNetConfig` field of
+:func:`~lmkcore.runs.phdnet.phdnet_config`, ``phdnet_model.<name>`` an attribute of the network
+:func:`~lmkcore.runs.phdnet.build_model` builds for one landmark (``parameters_m``: its parameters in
+millions, 2 decimals), ``phdnet_train.optimizer`` the class name of the optimiser training uses,
+``phdnet_run.<NAME>`` a constant of :mod:`lmkcore.runs.phdnet` (``augmentation``: ``"none"`` or ``"on"``),
+``phdnet_label.<...>`` a value computed with the label and loss functions (module
+:mod:`lmkcore.training.phdnet_targets`).
 
 Each notebook prints the rows of its paper(s) at the top with :func:`show_ledger`.
 """
@@ -38,13 +45,14 @@ PAPERS: dict[str, str] = {
 }
 
 #: lmkcore method keys (:data:`lmkcore.training.methods.METHODS`) reproducing each paper's rows; the
-#: ``paper``-profile configuration of each is checked against the ledger. McCouat / PHD-Net rows are
-#: recorded but not yet wired to a configuration (issue 14).
+#: ``paper``-profile configuration of each is checked against the ledger. ``"phdnet"`` is not a METHODS key:
+#: it stands for :func:`lmkcore.runs.phdnet.phdnet_config` (checked by :func:`check_paper_configs` too).
+#: McCouat rows are recorded but not yet wired to a configuration (issue 14).
 PAPER_METHODS: dict[str, tuple[str, ...]] = {
     "thaler2021": ("scn_aniso", "scn_iso", "scn_fixed"),
     "payer2019": ("scn_payer", "unet_iso", "la_only_iso"),
     "mccouat2022": (),
-    "schobs2021": (),
+    "schobs2021": ("phdnet",),
 }
 
 
@@ -270,34 +278,70 @@ LEDGER: tuple[LedgerRow, ...] = (
     _r(_M, "*", "Table 2 split", "ERE > 1.414 mm on Test2", "test.py splits by radial error (bug)",
        "ERE > threshold at TPR 0.5 on Test1, applied to Test2", "Sec. 5.3.1; test.py"),
     # ---------------------------------------------------------------- Schobs et al. 2021 (issue 14)
-    # lmkcore values: lmkcore.runs.phdnet.phdnet_config(paper profile) and PHDNetConfig defaults.
-    _r(_S, "*", "data", "ASPIRE CMR, 512 x 512 at 0.9375 mm/px, 8-fold CV", "", "the run's dataset (cephalograms)",
-       "Sec. 3.1", deviation="the ASPIRE data are private"),
-    _r(_S, "*", "network", "3 x (conv 3x3, 32 + max-pool), 3 x conv 3x3 32, 1x1 heads 64 / 96 (Sec. 2)",
-       "BatchNorm + ReLU after every conv", "lmkcore.models.phdnet (no BatchNorm, as the text)",
+    # lmkcore values: lmkcore.runs.phdnet.phdnet_config(paper profile) (PHDNetConfig, prefix phdnet.), the model
+    # and optimiser train_phdnet builds from it (phdnet_model., phdnet_train.), the run's constants (phdnet_run.)
+    # and the label/loss functions (phdnet_label.); checked by check_paper_configs.
+    _r(_S, "*", "data", "ASPIRE CMR, 512 x 512 at 0.9375 mm/px, 303 SA / 422 4ch images, 3 landmarks (Sec. 3.1)",
+       "", "the run's dataset (cephalograms)", "Sec. 3.1", deviation="the ASPIRE data are private"),
+    _r(_S, "*", "input size and spacing", "512 x 512 at 0.9375 mm/px (Sec. 3.1)", "SAMPLER.INPUT_SIZE 512 x 512",
+       "the profile's 416 px wide, aspect kept (ISBI: 416 x 516, 0.4651 mm/px)", "Sec. 3.1", "phdnet.input_width",
+       416, "other images: PHD-Net sees the SCN's working resolution (the Table 2 baselines' images); the patch, "
+       "sub-image and region sizes stay in px as in the paper"),
+    _r(_S, "*", "splits", "fixed 8-fold cross-validation (Sec. 3)", "per-fold JSON",
+       "the record's train split (15 % held out for validation) / test_all", "Sec. 3",
+       deviation="one train/test split of the ISBI data instead of 8-fold CV of the private data"),
+    _r(_S, "*", "network", "3 x (conv 3x3 + 2x2 max-pool), 3 x conv 3x3, 1x1 heads (Sec. 2)",
+       "BatchNorm + ReLU after every conv", "lmkcore.models.phdnet (ReLU, no BatchNorm, as the text)",
        "Sec. 2; MediMarker PHD_Net.py"),
-    _r(_S, "*", "one network per landmark", "yes (Sec. 3.3)", "one landmark per run", "independent=True",
-       "Sec. 3.3"),
-    _r(_S, "*", "optimiser", "Adam lr 0.001, batch 32, 500 epochs, patience 75 on validation loss (Sec. 3)",
-       "SGD Nesterov 0.99, poly decay, batch 12, patience 1000", "Adam 1e-3, batch 32, 500 epochs, patience 75",
-       "Sec. 3"),
-    _r(_S, "*", "training samples", "128 x 128 sub-images (Sec. 3)", "patch_bias sampling, bias 0.66",
-       "128 px sub-images", "Sec. 3"),
-    _r(_S, "*", "displacement target", "log of the displacement (Noothout et al.)", "sign(d) log2|d| per axis",
-       "sign(d) ln(1 + |d|) per axis, 8 px patches", "Sec. 2; generate_labels.py",
-       deviation="the log's base and offset are not stated; ln(1 + |d|) keeps small displacements monotone"),
-    _r(_S, "*", "heatmap target", "Gaussian on the patch grid, std 2 patches (Sec. 3.2)", "GAUSS_SIGMA 2 (example)",
-       "Gaussian, std 2 patches", "Table 1; generate_labels.py"),
-    _r(_S, "*", "displacement loss", "Gaussian-weighted squared error (Sec. 2.1)", "weighted unsquared L2 norm",
-       "Gaussian-weighted squared error (text)", "Sec. 2.1; losses.py"),
-    _r(_S, "*", "candidate smoothing", "best 128 x 128 heatmap window votes (Sec. 2.2)", "whole image votes",
-       "best 128 px window; vote blobs std 1 px; heatmap smoothed std 4 px", "Sec. 2.2; heatmap_manipulation.py",
-       deviation="the heatmap smoothing std is not stated in the paper (4 px: an lmkcore choice)"),
-    _r(_S, "*", "confidence threshold", "error-weighted mean peak of the 10 % least accurate validation predictions",
-       "not in the code", "fraction 0.1, weights = errors; validation = 15 % of the training split", "Sec. 2.2",
-       deviation="the validation share is not stated (15 %: an lmkcore choice)"),
-    _r(_S, "*", "augmentation", "none stated", "", "the profile's (Payer et al.'s) augmentation", "Sec. 3",
-       deviation="augmentation applied although the paper names none"),
+    _r(_S, "*", "conv filters", "32 (Sec. 2)", "", "32", "Sec. 2", "phdnet.filters", 32),
+    _r(_S, "*", "head filters", "1x1 convs with 64 and 96 filters (Sec. 2)", "", "64, 96", "Sec. 2",
+       "phdnet_model.head_filters", (64, 96)),
+    _r(_S, "*", "patch size", "8 x 8 px patches, one output per patch (Sec. 2)", "MAXPOOL_FACTOR 3", "8 px",
+       "Sec. 2", "phdnet_model.patch", 8),
+    _r(_S, "*", "parameters per landmark", "0.06 M (Sec. 2)", "", "0.06 M (63,555)", "Sec. 2",
+       "phdnet_model.parameters_m", 0.06),
+    _r(_S, "*", "one network per landmark", "yes (Sec. 3.3)", "one landmark per run (DATASET.LANDMARKS [0])",
+       "independent=True (N separate networks as grouped convs)", "Sec. 3.3", "phdnet.independent", True),
+    _r(_S, "*", "optimiser", "Adam (Sec. 3)", "SGD Nesterov 0.99, weight decay 3e-5, poly decay", "Adam",
+       "Sec. 3; MediMarker trainer", "phdnet_train.optimizer", "Adam"),
+    _r(_S, "*", "learning rate", "0.001 (Sec. 3)", "BASE_LR 0.001 (example)", "0.001", "Sec. 3", "phdnet.lr", 1e-3),
+    _r(_S, "*", "batch size", "32 (Sec. 3)", "12 (example config)", "32", "Sec. 3", "phdnet.batch_size", 32),
+    _r(_S, "*", "epochs", "500 (Sec. 3)", "MAX_EPOCHS 500 (example)", "500", "Sec. 3", "phdnet.max_epochs", 500),
+    _r(_S, "*", "early stopping", "validation loss not improved for 75 epochs (Sec. 3)",
+       "patience 1000 (PHD-Net trainer) on the coordinate error", "75 epochs on the validation loss, best weights kept",
+       "Sec. 3", "phdnet.patience", 75),
+    _r(_S, "*", "epoch", "not stated", "", "one sub-image from every training image", "Sec. 3",
+       deviation="unknown in the paper: an lmkcore choice"),
+    _r(_S, "*", "training samples", "128 x 128 sub-images, randomly sampled (Sec. 3)", "patch_bias sampling, bias 0.66",
+       "uniform random 128 px sub-images", "Sec. 3", "phdnet.subimage", 128),
+    _r(_S, "*", "displacement target", "log of the displacement from the patch centre (Sec. 2, Noothout et al.)",
+       "sign(d) log2|d| per axis", "sign(d) ln(1 + |d|) per axis (7 px -> ln 8)", "Sec. 2; generate_labels.py",
+       "phdnet_label.encode_displacement(7)", 2.0794415416798357,
+       "the log's base and offset are not stated; ln(1 + |d|) keeps small displacements monotone"),
+    _r(_S, "*", "patch map", "Gaussian heatmap on the patch grid (Sec. 2.1; Table 1)", "", "gaussian", "Sec. 2.1",
+       "phdnet.heatmap", "gaussian"),
+    _r(_S, "*", "heatmap std", "2 patches (Sec. 3.2)", "GAUSS_SIGMA 2 (example)", "2 patches", "Table 1; Sec. 3.2",
+       "phdnet.sigma_patches", 2.0),
+    _r(_S, "*", "displacement loss", "MSE weighted by a Gaussian around the landmark (Sec. 2.1)",
+       "weighted unsquared L2 norm", "Gaussian-weighted squared error (power 2)", "Sec. 2.1; losses.py",
+       "phdnet_label.displacement_loss_power", 2.0),
+    _r(_S, "*", "heatmap loss", "MSE (Sec. 2.1)", "", "MSE (power 2)", "Sec. 2.1", "phdnet_label.heatmap_loss_power",
+       2.0),
+    _r(_S, "*", "candidate smoothing region", "the 128 x 128 heatmap area with the highest sum votes (Sec. 2.2)",
+       "whole image votes", "best 128 px window (stride 1 patch)", "Sec. 2.2; heatmap_manipulation.py",
+       "phdnet.region_px", 128),
+    _r(_S, "*", "vote blob std", "1 (Eq. 2)", "10 x 10 px blob, std 1", "1 px", "Eq. 2", "phdnet.blob_sigma_px", 1.0),
+    _r(_S, "*", "heatmap smoothing", "up-sampled and smoothed heatmap (Eq. 3), std not stated",
+       "nearest 8x repeat, no smoothing", "bilinear up-sampling, Gaussian std 4 px", "Eq. 3",
+       "phdnet.smooth_px", 4.0, "the smoothing std is not stated in the paper (4 px: an lmkcore choice)"),
+    _r(_S, "*", "confidence threshold", "error-weighted mean peak of the 10 % least accurate validation predictions "
+       "(Sec. 2.2)", "not in the code", "fraction 0.1, weights = errors, per landmark", "Sec. 2.2",
+       "phdnet_run.THRESHOLD_FRACTION", 0.1),
+    _r(_S, "*", "validation set", "a validation set (size not stated)", "per-fold JSON",
+       "15 % of the training split", "Sec. 2.2; Sec. 3", "phdnet.val_fraction", 0.15,
+       "the validation share is not stated (15 %: an lmkcore choice)"),
+    _r(_S, "*", "augmentation", "none stated (only the random sub-images)", "", "none", "Sec. 3",
+       "phdnet_run.augmentation", "none"),
 )
 
 
@@ -366,11 +410,66 @@ def _actual(path: str, exp, profile, num_landmarks: int) -> Any:
     raise ConfigError(f"ledger field {path!r}: unknown prefix {kind!r}")
 
 
-def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019"), profile=None) -> list[str]:
+def _loss_power(which: int) -> float:
+    """``log2(L(2) / L(1))`` of one term of :func:`~lmkcore.training.phdnet_targets.phdnet_loss` (0: displacement,
+    1: heatmap) with every output off its label by 1 and by 2: 2 for a squared error, 1 for an unsquared one."""
+    import math
+
+    import torch
+
+    from lmkcore.training.phdnet_targets import displacement_targets, patch_heatmaps, phdnet_loss
+
+    lm = torch.tensor([[[21.0, 30.0]]], dtype=torch.float64)
+    disp, heat = displacement_targets(lm, (8, 8)), patch_heatmaps(lm, (8, 8))
+    loss = [float(phdnet_loss(disp + e, heat + e, lm)[which]) for e in (1.0, 2.0)]
+    return math.log2(loss[1] / loss[0])
+
+
+def _phdnet_actual(path: str, config) -> Any:
+    import re
+
+    import torch
+
+    from lmkcore.runs import phdnet as run
+    from lmkcore.training.augment import AugmentConfig
+    from lmkcore.training.phdnet_targets import encode_displacement
+
+    kind, _, name = path.partition(".")
+    if kind == "phdnet":
+        return getattr(config, name)
+    if kind in ("phdnet_model", "phdnet_train"):
+        model = run.build_model(config, 1)
+        if kind == "phdnet_train" and name == "optimizer":
+            return type(run.make_optimizer(model, config)).__name__
+        if name == "parameters_m":
+            return round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)
+        if kind == "phdnet_model":
+            return getattr(model, name)
+    if kind == "phdnet_run":
+        if name == "augmentation":
+            return "none" if config.augment == AugmentConfig.identity() else "on"
+        return getattr(run, name)
+    if kind == "phdnet_label":
+        m = re.fullmatch(r"encode_displacement\(([-+0-9.]+)\)", name)
+        if m:
+            return float(encode_displacement(torch.tensor(float(m.group(1)), dtype=torch.float64)))
+        if name in ("displacement_loss_power", "heatmap_loss_power"):
+            return _loss_power(0 if name.startswith("displacement") else 1)
+    raise ConfigError(f"ledger field {path!r}: unknown PHD-Net field")
+
+
+def _same(got, want) -> bool:
+    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        return abs(got - want) <= 1e-12 * abs(want)
+    return type(got) is type(want) and got == want if isinstance(want, bool) else got == want
+
+
+def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019", "schobs2021"), profile=None) -> list[str]:
     """Build every ``paper``-profile configuration of the papers' methods and compare it with the ledger.
 
     Uses :func:`lmkcore.training.methods.experiment_config` on a stand-in ISBI-like record (splits
-    ``train`` / ``test_all``, 19 landmarks; nothing is loaded).
+    ``train`` / ``test_all``, 19 landmarks; nothing is loaded); PHD-Net (method ``"phdnet"``) uses
+    :func:`lmkcore.runs.phdnet.phdnet_config` of the profile.
 
     Returns
     -------
@@ -387,17 +486,20 @@ def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019"), pro
     for paper in papers:
         for method in PAPER_METHODS[paper]:
             try:
-                exp = experiment_config(profile, record, method)
+                if method == "phdnet":
+                    from lmkcore.runs.phdnet import phdnet_config
+
+                    exp = phdnet_config(profile)
+                else:
+                    exp = experiment_config(profile, record, method)
             except ConfigError as err:
                 problems.append(f"{paper}/{method}: no configuration ({err})")
                 continue
             for row in ledger_rows(paper, method):
                 if row.field is None:
                     continue
-                got = _actual(row.field, exp, profile, 19)
-                same = abs(got - row.value) <= 1e-12 * abs(row.value) if isinstance(row.value, float) and \
-                    isinstance(got, (int, float)) else got == row.value
-                if not same:
+                got = _phdnet_actual(row.field, exp) if method == "phdnet" else _actual(row.field, exp, profile, 19)
+                if not _same(got, row.value):
                     problems.append(f"{paper}/{method}: {row.setting} ({row.field}) is {got!r}, ledger says {row.value!r}")
     return problems
 
@@ -407,7 +509,10 @@ def _check_field_names() -> None:
     from lmkcore.training.augment import AugmentConfig
     from lmkcore.training.trainer import TrainConfig
 
-    names = {"train": {f.name for f in fields(TrainConfig)}, "augment": {f.name for f in fields(AugmentConfig)}}
+    from lmkcore.runs.phdnet import PHDNetConfig
+
+    names = {"train": {f.name for f in fields(TrainConfig)}, "augment": {f.name for f in fields(AugmentConfig)},
+             "phdnet": {f.name for f in fields(PHDNetConfig)}}
     for row in LEDGER:
         if row.field is None:
             continue
