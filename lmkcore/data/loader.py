@@ -4,6 +4,13 @@ Images are decoded once, resized to the working size and cached on disk
 (:mod:`lmkcore.data.image_cache`); landmarks, spacing and every observer's
 annotations are mapped to the same working pixel grid. Augmentation happens
 later, batched on the device (:mod:`lmkcore.training.augment`).
+
+Frames. By default every image is resized to the working size as a whole (its aspect may change a
+little). With ``pad=True`` each image is first zero-padded on the right or at the bottom to the aspect
+``W / H`` of the working size and the padded image is resized (McCouat & Voiculescu's
+``PadToAspectRatio(0.8, position='right-bottom')`` before their 640 x 800 resize). The top-left corner
+stays in place, so original and working pixels are related by :func:`resize_landmarks` between the
+**frame** (the padded size, :func:`padded_frame_size`) and the working size, in both directions.
 """
 from __future__ import annotations
 
@@ -16,6 +23,63 @@ from torch.utils.data import DataLoader, Dataset
 from lmkcore.data.geometry import resize_landmarks, working_size  # noqa: F401  (re-exported)
 from lmkcore.errors import ConfigError
 from lmkcore.data.records import LandmarkDataset
+
+__all__ = ["LandmarkImageDataset", "make_loader", "padded_frame_size", "PadToAspect", "resize_landmarks",
+           "working_size"]
+
+
+def padded_frame_size(image_size, work_size) -> np.ndarray:
+    """Size ``(W_f, H_f)`` px of each image after zero padding on the right or at the bottom to the aspect
+    of ``work_size``: the smallest integer frame holding the image whose ``W_f / H_f`` is closest to
+    ``W / H`` of ``work_size`` (one side is the image's own, the other is rounded up).
+
+    Parameters
+    ----------
+    image_size : array ``(2,)`` or ``(M, 2)``
+        ``(W, H)`` original px.
+    work_size : ``(W', H')``
+        Working size whose aspect the frame takes.
+
+    Returns
+    -------
+    ndarray, int64, same shape as ``image_size``.
+
+    Examples
+    --------
+    ISBI 2015 (1935 x 2400) to 640 x 800 (aspect 0.8): 1935 / 2400 > 0.8, so the bottom is padded to
+    ``ceil(1935 / 0.8) = 2419`` rows: ``(1935, 2419)``.
+    """
+    size = np.asarray(image_size, dtype=np.int64)
+    aspect = float(work_size[0]) / float(work_size[1])
+    w, h = size[..., 0], size[..., 1]
+    wider = w > aspect * h  # too wide: pad the bottom
+    # a small tolerance keeps exact ratios exact (e.g. 1600 x 2000 at 0.8)
+    hf = np.where(wider, np.ceil(w / aspect - 1e-9), h).astype(np.int64)
+    wf = np.where(wider, w, np.ceil(h * aspect - 1e-9)).astype(np.int64)
+    return np.stack([np.maximum(wf, w), np.maximum(hf, h)], -1)
+
+
+class PadToAspect:
+    """Picklable preprocessing step: zero-pad a ``(H, W)`` image on the right / at the bottom to the frame
+    of :func:`padded_frame_size` (then applies ``then``, a record's own preprocessing, first).
+
+    Its :attr:`cache_key` names the aspect (and ``then``'s key), so padded images get their own entries in
+    the image cache (:mod:`lmkcore.data.image_cache`).
+    """
+
+    def __init__(self, work_size: tuple[int, int], then=None) -> None:
+        self.work_size = (int(work_size[0]), int(work_size[1]))
+        self.then = then
+        inner = None if then is None else (getattr(then, "cache_key", None) or repr(then))
+        self.cache_key = f"pad-right-bottom-{self.work_size[0]}:{self.work_size[1]}|{inner}"
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        img = np.asarray(self.then(image) if self.then is not None else image, dtype=np.float32)
+        h, w = img.shape
+        wf, hf = padded_frame_size(np.array([w, h]), self.work_size)
+        out = np.zeros((int(hf), int(wf)), dtype=np.float32)
+        out[:h, :w] = img
+        return out
 
 
 class LandmarkImageDataset(Dataset):
@@ -43,10 +107,22 @@ class LandmarkImageDataset(Dataset):
         Working ``(W, H)``; default the images' own size (must then be uniform).
     cache_dir : path, optional
         Where decoded, resized images are cached (see :mod:`lmkcore.data.image_cache`).
+    pad : bool
+        Zero-pad each image on the right / at the bottom to the aspect of ``size`` before resizing
+        (module docstring); default False (resize the whole image).
+
+    Attributes
+    ----------
+    frame_size : ndarray ``(M, 2)`` int
+        ``(W, H)`` original px that the working grid covers: the image size, or the padded frame
+        (:func:`padded_frame_size`) with ``pad=True``. Map points with
+        ``resize_landmarks(p, frame_size[i], size)`` and back with ``resize_landmarks(q, size, frame_size[i])``.
     """
 
     def __init__(self, record: LandmarkDataset, ids: list[str] | None = None,
-                 size: tuple[int, int] | None = None, cache_dir: str | Path | None = None):
+                 size: tuple[int, int] | None = None, cache_dir: str | Path | None = None, pad: bool = False):
+        from dataclasses import replace
+
         from lmkcore.data.image_cache import cached_images
 
         self.record = record.subset(ids) if ids is not None else record
@@ -58,8 +134,16 @@ class LandmarkImageDataset(Dataset):
                 raise ConfigError(f"{record.name}: images differ in size; pass a working size")
             size = (int(sizes[0][0]), int(sizes[0][1]))
         self.size = (int(size[0]), int(size[1]))
-        self.images = cached_images(self.record, self.size, cache_dir)
-        orig = self.record.image_size.astype(np.float64)
+        self.pad = bool(pad)
+        if self.pad:
+            self.frame_size = padded_frame_size(self.record.image_size, self.size)
+            padded = replace(self.record, extras={**self.record.extras, "preprocess": PadToAspect(
+                self.size, self.record.extras.get("preprocess"))})
+            self.images = cached_images(padded, self.size, cache_dir)
+        else:
+            self.frame_size = np.asarray(self.record.image_size, dtype=np.int64)
+            self.images = cached_images(self.record, self.size, cache_dir)
+        orig = self.frame_size.astype(np.float64)
         self.observer_names = self.record.observers
         obs = np.stack([self.record.annotations[k] for k in self.observer_names], axis=1)  # (M, K, N, 2)
         m, k, n, _ = obs.shape
