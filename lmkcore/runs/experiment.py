@@ -46,6 +46,11 @@ class ExperimentConfig:
     train : TrainConfig
     input_width : int
         Working width in pixels (height follows the images' aspect ratio).
+    input_height : int or None
+        A fixed working height: every image is zero-padded on the right / at the bottom to the aspect
+        ``input_width / input_height`` and resized to exactly that size (McCouat & Voiculescu: 640 x 800;
+        :class:`lmkcore.data.loader.LandmarkImageDataset` ``pad=True``). None (default): the aspect is kept.
+        Written to the cache keys only when set.
     train_split, eval_split : str
         Record splits to train on and to predict (e.g. ``"train"``, ``"test_all"``,
         ``"cv1/train"``, ``"cv1/val"``).
@@ -63,6 +68,7 @@ class ExperimentConfig:
 
     train: TrainConfig
     input_width: int = 128
+    input_height: int | None = None
     train_split: str = "train"
     eval_split: str = "test_all"
     reference: str = "senior"
@@ -77,12 +83,17 @@ class ExperimentConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 3 or v % 2 == 0:
                 raise ConfigError(f"ExperimentConfig.{name} must be an odd integer >= 3, got {v!r}")
+        if self.input_height is not None and (isinstance(self.input_height, bool) or
+                                              not isinstance(self.input_height, int) or self.input_height <= 0):
+            raise ConfigError(f"ExperimentConfig.input_height must be a positive integer or None, got {self.input_height!r}")
         if not isinstance(self.mc_samples, int) or self.mc_samples < 0:
             raise ConfigError(f"ExperimentConfig.mc_samples must be an integer >= 0, got {self.mc_samples!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["train"] = self.train.to_dict()
+        if d["input_height"] is None:  # keys of aspect-keeping runs are unchanged
+            del d["input_height"]
         return d
 
     def key_dict(self) -> dict[str, Any]:
@@ -116,7 +127,9 @@ def model_key(config: ExperimentConfig, record: LandmarkDataset) -> str:
     """Key of a trained model: only what training sees (train config, split, reference, input
     size, data), so experiments that differ in prediction settings share one model."""
     blob = json.dumps({"train": config.train.to_dict(), "split": config.train_split, "target": config.reference,
-                       "input_width": config.input_width, "data": RunStore.fingerprint(record)}, sort_keys=True)
+                       "input_width": config.input_width, "data": RunStore.fingerprint(record),
+                       **({"input_height": config.input_height} if config.input_height is not None else {})},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -277,8 +290,12 @@ def split_ids(record: LandmarkDataset, name: str) -> list[str]:
 
 def experiment_dataset(record: LandmarkDataset, config: ExperimentConfig, ids: list[str],
                        cache_dir: str | Path | RunStore) -> LandmarkImageDataset:
-    """The working-size torch dataset of ``ids`` as ``config`` sees them (reference annotation set, input width)."""
+    """The working-size torch dataset of ``ids`` as ``config`` sees them (reference annotation set, input
+    width; with ``input_height`` a fixed padded frame)."""
     rec = reference_record(record, config)
+    if config.input_height is not None:
+        return LandmarkImageDataset(rec, list(ids), size=(config.input_width, config.input_height),
+                                    cache_dir=RunStore.of(cache_dir).images_dir, pad=True)
     return LandmarkImageDataset(rec, list(ids), size=working_size(rec, config.input_width),
                                 cache_dir=RunStore.of(cache_dir).images_dir)
 
@@ -372,7 +389,7 @@ def usable_fit(fit, argmax_xy: torch.Tensor, window: int):
 
 
 def _to_original(points_work: np.ndarray, ds: LandmarkImageDataset) -> np.ndarray:
-    return np.stack([resize_landmarks(p, ds.size, s) for p, s in zip(points_work, ds.record.image_size)])
+    return np.stack([resize_landmarks(p, ds.size, s) for p, s in zip(points_work, ds.frame_size)])
 
 
 def _cov_work_to_mm(cov_work: np.ndarray, work_spacing: np.ndarray) -> np.ndarray:
