@@ -240,6 +240,39 @@ def test_training_runs_caches_and_validates_config(session_cache):
         PHDNetConfig(heatmap="box")
 
 
+def test_paper_training_path_no_augmentation_adam_and_the_tenth_threshold(tmp_path, monkeypatch):
+    """The paper's settings reach training: no augmentation (no resampling at all), Adam at the config's lr,
+    thresholds from the 10 % least accurate validation predictions."""
+    from lmkcore.analysis.phdnet_coordinates import landmark_thresholds
+    from lmkcore.runs import phdnet as run
+
+    def no_augmentation(*args, **kwargs):
+        raise AssertionError("the identity augmentation must not resample the images")
+
+    used = []
+
+    def spy(model, config):
+        opt = run.make_optimizer.__wrapped__(model, config)
+        used.append((type(opt).__name__, opt.param_groups[0]["lr"]))
+        return opt
+
+    spy.__wrapped__ = run.make_optimizer
+    monkeypatch.setattr(run, "sample_params", no_augmentation)
+    monkeypatch.setattr(run, "make_optimizer", spy)
+    record = load_dataset("synthetic", None, n_images=24, width=64, cache_dir=tmp_path)
+    cfg = PHDNetConfig(filters=4, iterations=2, batch_size=4, subimage=32, input_width=64, shared_heads=True,
+                       lr=3e-4, val_fraction=0.6, augment=AugmentConfig.identity())
+    r = run_phdnet(record, cfg, tmp_path, progress=False)
+    assert used == [("Adam", 3e-4)] and run.THRESHOLD_FRACTION == 0.1
+    assert len(r.val_ids) >= 5  # enough to tell 10 % from other fractions
+    for s in ("simple", "smoothing"):
+        want = landmark_thresholds(r.val_errors_mm(s), r.val_peak[s], 0.1)
+        np.testing.assert_allclose(r.threshold[s], want, rtol=1e-12)
+    # and a config that augments does resample
+    with pytest.raises(AssertionError, match="identity augmentation"):
+        run_phdnet(record, PHDNetConfig(**{**cfg.to_dict(), "augment": AugmentConfig()}), tmp_path, progress=False)
+
+
 @pytest.mark.skipif(find_pykale_tables() is None, reason="published pykale tables not available")
 def test_published_phdnet_high_confidence_subset_is_more_accurate():
     table = confidence_table(find_pykale_tables())
