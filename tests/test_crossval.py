@@ -8,7 +8,8 @@ import pytest
 
 from lmkcore.data.records import LandmarkDataset
 from lmkcore.errors import ConfigError
-from lmkcore.runs.crossval import CrossValidation, cv_folds, pool_results, run_cross_validation
+from lmkcore.runs.crossval import (CrossValidation, cv_folds, cv_junior_skip_reason, has_cv_folds, pool_results,
+                                   run_cross_validation)
 from lmkcore.runs.experiment import ExperimentResult
 
 
@@ -55,6 +56,16 @@ def test_cv_folds_errors_name_the_problem():
     leak["cv2/train"] = leak["cv2/train"] + ["i1"]  # i1 is cv2's val image
     with pytest.raises(ConfigError, match=r"'cv2/val' are also in 'cv2/train'"):
         cv_folds(_record(leak))
+
+
+def test_cv_junior_needs_the_junior_reference_and_folds():
+    folds = _folds_splits(4, 8)
+    rec = _record(folds)
+    rec_j = replace(rec, annotations={**rec.annotations, "junior": rec.annotations["senior"] + 1}).with_reference("junior")
+    assert has_cv_folds(rec) and cv_junior_skip_reason(rec_j) is None
+    assert "reference annotation set is 'senior'" in cv_junior_skip_reason(rec)
+    no_folds = replace(rec_j, splits={"train": ["i0"], "test_all": ["i1"]})
+    assert not has_cv_folds(no_folds) and "no cv1/train" in cv_junior_skip_reason(no_folds)
 
 
 # ------------------------------------------------------------------------------------------------ pooling

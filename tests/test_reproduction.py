@@ -128,3 +128,35 @@ def test_ledger_deviations_go_under_their_table(figures, monkeypatch):
 def test_write_reproduction_writes_the_file(figures):
     path = rep.write_reproduction(figures)
     assert path == figures / "REPRODUCTION.md" and path.read_text(encoding="utf-8").startswith("# Reproduction report")
+
+
+def test_cv_junior_rows_are_read_from_notebook_01s_table(tmp_path):
+    """Thaler Table 2 "CV jun.": the table notebook 01 writes with reference=junior (its own rows, then the
+    paper's [paper] rows), saved as the notebook saves it, gives the package's values, not the paper's."""
+    import numpy as np
+    import pandas as pd
+
+    from lmkcore.analysis import metrics
+    from lmkcore.reporting.style import save_table
+
+    rng = np.random.default_rng(0)
+    errors = {"SCN Σ-target, Σ̂-fit": rng.gamma(2.0, 0.6, (40, 19)), "SCN Σ-target, argmax": rng.gamma(2.0, 2.0, (40, 19))}
+    cols = ["PE mean", "PE SD", "PE median", "SDR 2mm", "SDR 2.5mm", "SDR 3mm", "SDR 4mm"]
+    table = pd.concat([metrics.summary_table(errors)[cols], ref.thaler_table2("cv_junior")])
+    table.index.name = "CV jun. (4-fold, 40 images, junior)"
+    folder = tmp_path / "figures" / "smoke-synthetic-junior"
+    folder.mkdir(parents=True)
+    save_table(table, folder, "01_thaler_table2_accuracy_cv_junior", "Thaler et al. 2021, Table 2 (CV jun.)",
+               "{:.2f}", notebook="01_accuracy", profile="smoke", dataset="synthetic", reference="junior")
+    (run,) = rep.find_runs(tmp_path / "figures")
+    ours = metrics.summary(errors["SCN Σ-target, Σ̂-fit"])
+    pe = _target(rep.THALER, "Table 2", "CV jun., Σ-target Σ̂-fit", "PE (mm)")
+    assert pe.value == 0.99 and pe.sd == 1.07  # the paper's CV jun. row
+    mean, sd = rep.lookup(run, pe)
+    assert mean == pytest.approx(ours["PE mean"]) and sd == pytest.approx(ours["PE SD"])
+    for col, label, paper in zip(rep.SDR, rep.SDR_LABELS, (89.76, 93.74, 95.83, 97.82)):
+        t = _target(rep.THALER, "Table 2", "CV jun., Σ-target Σ̂-fit", label)
+        assert t.value == paper and rep.lookup(run, t)[0] == pytest.approx(ours[col])
+    report = rep.build_report(tmp_path / "figures")
+    line = next(l for l in report.splitlines() if "CV jun., Σ-target Σ̂-fit" in l and "PE (mm)" in l)
+    assert "0.99" in line and f"{ours['PE mean']:.2f}" in line

@@ -23,7 +23,8 @@ from lmkcore.errors import ConfigError
 from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, run_experiment
 from lmkcore.runs.store import RunStore
 
-__all__ = ["cv_folds", "CrossValidation", "pool_results", "run_cross_validation"]
+__all__ = ["cv_folds", "has_cv_folds", "cv_junior_skip_reason", "CrossValidation", "pool_results",
+           "run_cross_validation"]
 
 #: Per-image fields of :class:`ExperimentResult` (first axis = evaluated images), concatenated when pooling.
 _PER_IMAGE = ("spacing", "reference_px", "truth_px", "pred_argmax_px", "pred_fit_px", "peak", "fit_cov_mm",
@@ -74,6 +75,27 @@ def cv_folds(record: LandmarkDataset, prefix: str = "cv") -> list[tuple[str, str
                                   "every image must be held out by one fold only")
             seen[i] = va
     return folds
+
+
+def has_cv_folds(record: LandmarkDataset, prefix: str = "cv") -> bool:
+    """Whether ``record`` has a first fold ``{prefix}1/train`` + ``{prefix}1/val`` (no consistency check;
+    :func:`cv_folds` checks)."""
+    return f"{prefix}1/train" in record.splits and f"{prefix}1/val" in record.splits
+
+
+def cv_junior_skip_reason(record: LandmarkDataset) -> str | None:
+    """Why Thaler et al.'s (2021) "CV jun." experiments (4-fold CV trained and evaluated on the junior
+    annotations: Table 2 rows, Fig. 3, Fig. 9) cannot run on ``record``; None when they can.
+
+    They need ``record.reference == "junior"`` (``--param reference=junior``) and CV folds ``cv1``...
+    """
+    reasons = []
+    if record.reference != "junior":
+        reasons.append(f"the reference annotation set is {record.reference!r}; CV jun. trains and evaluates on "
+                       "the junior annotations")
+    if not has_cv_folds(record):
+        reasons.append(f"{record.name} has no cv1/train, cv1/val... folds")
+    return "; ".join(reasons) or None
 
 
 def pool_results(results: list[ExperimentResult], folds: list[tuple[str, str]] | None = None) -> ExperimentResult:

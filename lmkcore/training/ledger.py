@@ -167,9 +167,12 @@ LEDGER: tuple[LedgerRow, ...] = (
     _r(_T, "*", "ground truth, Table 2 Test1/Test2", "not stated", "junior, senior or challenge (landmark_sources)",
        "the record's reference (senior)", "Sec. 5.1; dataset.py"),
     _r(_T, "*", "ground truth, CV jun. / Fig. 3 / Fig. 9", "junior annotations (Sec. 5.1, Table 2)", "junior",
-       "not run yet", "Sec. 5.1", deviation="the CV-junior rows need the reference parameter (issue 13, item 4)"),
+       "junior with --param reference=junior: notebook 01 trains the Sigma-target SCN in 4-fold CV (cv1-cv4) and "
+       "pools the val predictions (Table 2 CV jun. rows), notebook 02 draws its Fig. 3 panel, notebook 05 its Fig. 9; "
+       "other references: not run (section skipped)", "Sec. 5.1; lmkcore.runs.crossval"),
     _r(_T, "*", "splits", "ISBI: 150 train, Test1 150, Test2 100; CV jun.: 4-fold over 400",
-       "setup_ann train/test1/test2, all_landmarks/cv/set1-4 (300/100)", "train / test_all (test1, test2)",
+       "setup_ann train/test1/test2, all_landmarks/cv/set1-4 (300/100)",
+       "train / test_all (test1, test2); CV jun.: cv1-cv4 (all_landmarks/cv/set1-4, 300/100) with reference=junior",
        "Sec. 5.1; setup_ann"),
     _r(_T, "*", "inter-observer model (Tables 3-4)", "mean of the 11 observers, 5 landmarks, 4-fold CV over 100",
        "5_landmarks/cv/set1-4 (75/25), target = mean of 11", "19 landmarks, one fold", "Sec. 5.3",
