@@ -301,3 +301,33 @@ def test_epoch_schedule_with_early_stopping_keeps_a_validation_history(session_c
     epochs = [h["epoch"] for h in r.history]
     assert 2 <= len(epochs) <= 3 and epochs == list(range(1, len(epochs) + 1))
     assert all(np.isfinite(h["val_loss"]) for h in r.history)
+
+
+def test_reproduction_report_reads_the_table2_notebook_07_saves(tmp_path):
+    """REPRODUCTION.md's Schobs Table 2 rows read 07_schobs_table2_confidence as notebook 07 writes it
+    (row labels from method_label, columns from confidence_rows, saved by style.save_table)."""
+    from lmkcore.reporting import reproduction as rep
+    from lmkcore.reporting.phdnet_report import confidence_rows
+    from lmkcore.reporting.style import save_table
+    from lmkcore.training.methods import method_label
+
+    rng = np.random.default_rng(0)
+    names = ["PHD-Net (candidate smoothing)", "PHD-Net (simple)", "Binary + simple (Noothout baseline)",
+             method_label("scn_aniso") + ", Σ̂-fit", method_label("unet_iso") + ", argmax"]
+    errors = {n: rng.gamma(2.0, 1.0 + i, size=(10, 3)) for i, n in enumerate(names)}
+    high = {n: rng.random((10, 3)) < 0.6 for n in names}
+    table2 = confidence_rows(errors, high, high[names[0]])
+    table2.index.name = "isbi2015, test_all (mm)"
+    folder = tmp_path / "paper-dry-isbi2015"
+    folder.mkdir()
+    save_table(table2, folder, "07_schobs_table2_confidence", "Schobs et al. 2021, Table 2", "{:.2f}",
+               notebook="07_phdnet_confidence", profile="paper-dry", dataset="isbi2015")
+    (run,) = rep.find_runs(tmp_path)
+    got = {(t.row, t.column): rep.lookup(run, t) for t in rep.targets() if t.paper == rep.SCHOBS and t.table == "Table 2"}
+    for model, ours in (("PHD-Net", names[0]), ("U-Net", names[4]), ("Baseline [9]", names[2])):
+        e, ref_hi = errors[ours], high[names[0]]
+        np.testing.assert_allclose(got[(model, "SA All (mm)")], (e.mean(), e.std()), rtol=1e-9)
+        np.testing.assert_allclose(got[(model, "SA HiC (mm)")], (e[ref_hi].mean(), e[ref_hi].std()), rtol=1e-9)
+        assert got[(model, "4ch All (mm)")] is None  # no 4ch view in the package's data
+    assert got[("PHD-Net", "SA HiC share (%)")][0] == pytest.approx(100 * high[names[0]].mean())
+    assert got[("Hourglass", "SA All (mm)")] is None

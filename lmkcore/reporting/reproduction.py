@@ -174,8 +174,12 @@ def _schobs() -> list[Target]:
                                                                    "Gaussian + candidate smoothing")):
         out.append(Target(SCHOBS, "Table 1", method, "error (mm)", m, s, ("07_schobs_table1_mapping_and_coordinates",),
                           (ours,), ("PE mean",), sd_columns=("PE SD",)))
+    # notebook 07's row labels: lmkcore.training.methods.method_label + ", argmax" (the U-Net's label before and
+    # after it named Payer et al.); tests/test_phdnet.py checks they match
     ours_rows = {"Baseline [9]": ("Binary + simple (Noothout baseline)",), "Hourglass": (),
-                 "U-Net": ("Localization U-Net, σ-target, argmax",), "PHD-Net": ("PHD-Net (candidate smoothing)",)}
+                 "U-Net": ("Localization U-Net, learned σ (Payer et al. 2019), argmax",
+                           "Localization U-Net, σ-target, argmax"),
+                 "PHD-Net": ("PHD-Net (candidate smoothing)",)}
     for model, cells in ref.SCHOBS_TABLE2.items():
         for (m, s), col, ours_col in zip(cells, ("SA All", "SA HiC", "4ch All", "4ch HiC"),
                                          ("All mean", "HiC(PHD-Net) mean", None, None)):
