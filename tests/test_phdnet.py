@@ -331,3 +331,24 @@ def test_reproduction_report_reads_the_table2_notebook_07_saves(tmp_path):
         assert got[(model, "4ch All (mm)")] is None  # no 4ch view in the package's data
     assert got[("PHD-Net", "SA HiC share (%)")][0] == pytest.approx(100 * high[names[0]].mean())
     assert got[("Hourglass", "SA All (mm)")] is None
+
+
+def test_every_training_batch_is_full_even_with_fewer_training_images(tmp_path, monkeypatch):
+    """paper-dry keeps the paper's batch of 32 with a handful of images: the batch cycles through them."""
+    from lmkcore.runs import phdnet as run
+
+    seen = []
+    loss = run.phdnet_loss
+
+    def spy(disp, *args, **kwargs):
+        seen.append(disp.shape[0])
+        return loss(disp, *args, **kwargs)
+
+    monkeypatch.setattr(run, "phdnet_loss", spy)
+    record = load_dataset("synthetic", None, n_images=24, width=64, cache_dir=tmp_path)
+    record = record.with_splits({"few": list(record.splits["train"])[:3]})
+    cfg = PHDNetConfig(filters=4, max_epochs=1, batch_size=8, subimage=32, input_width=64, shared_heads=True,
+                       augment=AugmentConfig.identity())
+    r = run_phdnet(record, cfg, tmp_path, train_split="few", eval_split="test_all", progress=False)
+    assert len(r.val_ids) == 1 and len(r.history) == 1
+    assert seen == [8, 1]  # one training step of a full batch (2 images cycled), then the validation loss

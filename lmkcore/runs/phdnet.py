@@ -374,8 +374,8 @@ def train_phdnet(config: PHDNetConfig, train_ds: LandmarkImageDataset, val_ds: L
         epoch, pos = divmod(it, steps_per_epoch)
         order = np.random.default_rng([config.seed, epoch, 0x5EED]).permutation(n)
         idx = order[pos * config.batch_size:(pos + 1) * config.batch_size]
-        if len(idx) < config.batch_size:  # fill the last batch of an epoch
-            idx = np.concatenate([idx, order[:config.batch_size - len(idx)]])
+        if len(idx) < config.batch_size:  # fill the last batch of an epoch (cycling when there are fewer images)
+            idx = np.concatenate([idx, np.resize(order, config.batch_size - len(idx))])
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, it, 1]).generate_state(1)[0]))
         if augment:
             params = sample_params(len(idx), (h, w), config.augment, generator=gen).to(device)
