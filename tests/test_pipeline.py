@@ -155,6 +155,31 @@ def test_smoke_profile_runs_every_notebook(tmp_path, session_cache):
     assert {"00_dataset_samples.png", "00_dataset_samples.pdf", "00_dataset_observer_stats.csv"} <= produced
 
 
+def test_smoke_reference_junior_runs_the_cv_junior_experiments(tmp_path, session_cache):
+    """``--param reference=junior`` (issue 13): notebook 01 writes Thaler Table 2's "CV jun." table (4-fold CV on the
+    junior annotations, read by REPRODUCTION.md), 02 adds the CV-junior Fig. 3 panel, 05 draws Fig. 9 from the
+    CV-junior model; none of them skips a CV-junior section."""
+    out, root = tmp_path / "out", tmp_path / "figures"
+    res = run(RUNNER + ["--profile", "smoke", "--only", "01,02,05", "--param", "reference=junior",
+                        "--output-dir", str(out), "--figures-dir", str(root), "--cache-dir", str(session_cache),
+                        "--device", "cpu"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "CV jun." not in res.stdout and "CV-junior" not in res.stdout  # no CV-junior section skipped
+    figs = root / "smoke-synthetic-junior"
+    for name in ("01_thaler_table2_accuracy_cv_junior.csv", "02_thaler_fig3_size_vs_error_cv_junior.csv",
+                 "02_thaler_fig3_size_vs_error.png", "05_thaler_fig9_accuracy_vs_entropy_fraction.png"):
+        assert (figs / name).is_file(), name
+    table = (figs / "01_thaler_table2_accuracy_cv_junior.csv").read_text(encoding="utf-8")
+    assert table.startswith('"CV jun. (4-fold, 40 images, junior)"') and "SCN Σ-target, Σ̂-fit" in table
+    corr = (figs / "02_thaler_fig3_size_error_correlation.csv").read_text(encoding="utf-8")
+    assert "CV jun. (4 folds pooled)" in corr
+    nb05 = (out / "05_clinical_classification.ipynb").read_text(encoding="utf-8")
+    assert "model: SCN Σ-target, CV jun. (4 folds pooled), reference junior" in nb05
+    row = next(line for line in (root / "REPRODUCTION.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| CV jun., Σ-target Σ̂-fit | PE (mm) |"))
+    assert row.split("|")[4].strip() not in ("", "–")  # the run's value, read from notebook 01's table
+
+
 @pytest.mark.parametrize("seed, ok", [("0", True), (str(2**32 - 1), True), ("-1", False), (str(2**32), False),
                                       ("1e3", False)])
 def test_seed_range_is_checked_before_any_notebook(tmp_path, capsys, seed, ok):
