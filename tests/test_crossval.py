@@ -152,3 +152,19 @@ def test_run_cross_validation_trains_each_fold_on_its_train_split_only(session_c
     again = run_cross_validation(record, config, tmp_path / "cache", progress=False)  # every fold cached
     assert len(trained_on) == 4
     np.testing.assert_array_equal(again.pooled.pred_fit_px, pooled.pred_fit_px)
+
+
+def test_notebook_context_cross_validation_mirrors_experiment(session_cache, tmp_path):
+    from lmkcore.reporting.notebook import setup_notebook
+    from lmkcore.runs.crossval import CrossValidation
+
+    ctx = setup_notebook("test_crossval", "smoke", "synthetic", device="cpu", figures_dir=str(tmp_path / "fig"),
+                         cache_dir=str(session_cache))
+    record = ctx.load_dataset().with_reference("junior")
+    cv = ctx.cross_validation(record, "scn_aniso", progress=False, iterations=2)
+    assert isinstance(cv, CrossValidation) and cv.folds == cv_folds(record)
+    for (tr, va), r in zip(cv.folds, cv.results):
+        assert (r.config["train_split"], r.config["eval_split"], r.config["reference"]) == (tr, va, "junior")
+        assert r.config["train"]["iterations"] == 2 and r.config["train"]["target"] == "learned_aniso"
+    with pytest.raises(ConfigError, match="no cross-validation folds obs_cv1/train"):
+        ctx.cross_validation(record, "scn_aniso", prefix="obs_cv")
