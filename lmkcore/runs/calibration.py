@@ -3,10 +3,16 @@
 The experiment cache (:mod:`lmkcore.runs.experiment`) keeps only 31x31 crops of every heatmap; temperature
 scaling and the Expected Radial Error need the full 2D-softmax maps. :func:`evaluate_calibration`
 reloads the cached checkpoint of an experiment, computes the logits of a held-out **calibration
-split** (:func:`with_calibration_split`: the last ``fraction`` of the training ids, which the model
-must not have been trained on -- train it on ``"<split>/fit"``), fits one temperature per landmark
-there (:func:`lmkcore.analysis.calibration.fit_temperature`) and evaluates the eval split before and after
-scaling. The small per-landmark result is cached next to the experiment (atomic ``.npz``).
+split** the model was not trained on and fits one temperature per landmark there, then evaluates the
+eval split before and after scaling. Two procedures (:func:`temperature_plan` picks one):
+
+* McCouat & Voiculescu's code (``temperature_scaling.py``): the first half of Test1 (ISBI ids 151-225)
+  fits the temperatures by Adam, the second half (226-300) selects the epoch with the lowest ECE
+  (:func:`lmkcore.analysis.calibration.fit_temperature_best_ece`); the model trains on all training images.
+* without a Test1 split: the last ``fraction`` of the training ids (:func:`with_calibration_split`;
+  train the model on ``"<split>/fit"``), NLL fit by L-BFGS (:func:`lmkcore.analysis.calibration.fit_temperature`).
+
+The small per-landmark result is cached next to the experiment (atomic ``.npz``).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmkcore.analysis.calibration import expected_radial_error, fit_temperature
+from lmkcore.analysis.calibration import expected_radial_error, fit_temperature, fit_temperature_best_ece
 from lmkcore.training.losses import nll_per_landmark, pixel_index, softmax_2d
 from lmkcore.data.geometry import resize_landmarks
 from lmkcore.data.loader import LandmarkImageDataset
@@ -28,10 +34,62 @@ from lmkcore.errors import ConfigError, DataError
 from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, experiment_dataset, load_model, result_folder
 from lmkcore.runs.store import forward_batches, read_arrays, write_arrays
 
-__all__ = ["with_calibration_split", "CalibrationEvaluation", "evaluate_calibration", "load_network",
+__all__ = ["with_calibration_split", "TemperaturePlan", "temperature_plan", "CalibrationEvaluation", "evaluate_calibration", "load_network",
            "probability_maps", "cached_calibration", "with_calibration"]
 
 CALIB_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TemperaturePlan:
+    """Where a softmax model trains and where its temperatures are fitted (:func:`temperature_plan`).
+
+    Attributes
+    ----------
+    record : LandmarkDataset
+        The record with the splits named below added.
+    train_split : str
+        What the model trains on.
+    fit_split : str
+        Where the temperatures are fitted.
+    select_split : str or None
+        Where the lowest-ECE epoch is selected (authors' procedure), None for the NLL fit.
+    description : str
+        One sentence for the notebook.
+    """
+
+    record: LandmarkDataset
+    train_split: str
+    fit_split: str
+    select_split: str | None
+    description: str
+
+
+def temperature_plan(record: LandmarkDataset, train_split: str = "train", source: str = "test1",
+                     fraction: float = 0.2) -> TemperaturePlan:
+    """The paper's temperature data where the record allows it, else held-out training images.
+
+    With a split ``source`` (Test1) of at least 2 ids: its first half (``"<source>/fit"``; ISBI ids
+    151-225) fits and its second half (``"<source>/select"``; 226-300) selects, as McCouat & Voiculescu's
+    ``temperature_scaling.py``; the model trains on all of ``train_split``. Otherwise the last ``fraction``
+    of ``train_split`` is held out (:func:`with_calibration_split`) and the model trains on the rest.
+    """
+    ids = list(record.splits.get(source, []))
+    if len(ids) >= 2:
+        k = len(ids) // 2
+        rec = record.with_splits({f"{source}/fit": ids[:k], f"{source}/select": ids[k:]})
+        return TemperaturePlan(rec, train_split, f"{source}/fit", f"{source}/select",
+                               f"McCouat & Voiculescu's procedure: the U-Nets train on all of {train_split!r} "
+                               f"({len(record.splits[train_split])} images); temperatures are fitted by Adam on the "
+                               f"first half of {source!r} ({k} images: {ids[0]}..{ids[k - 1]}) and the epoch with "
+                               f"the lowest ECE (authors' code definition) on the second half ({len(ids) - k}: "
+                               f"{ids[k]}..{ids[-1]}) is kept")
+    rec = with_calibration_split(record, source=train_split, fraction=fraction)
+    fit, calib = f"{train_split}/fit", f"{train_split}/calib"
+    return TemperaturePlan(rec, fit, calib, None,
+                           f"no {source!r} split: the U-Nets train on {fit!r} ({len(rec.splits[fit])} images, the "
+                           f"first {100 * (1 - fraction):.0f} % of {train_split!r}); temperatures minimise the NLL "
+                           f"(L-BFGS) on the held-out {calib!r} ({len(rec.splits[calib])} images)")
 
 
 def with_calibration_split(record: LandmarkDataset, source: str = "train", fraction: float = 0.2) -> LandmarkDataset:
@@ -118,8 +176,12 @@ def _logits(model, ds: LandmarkImageDataset, device: str, batch_size: int = 8):
         yield batch.output.float().cpu(), batch.items["landmarks"]
 
 
-def _calibration_path(result: ExperimentResult, calib_ids: list, threshold: float, cache_dir) -> Path:
-    tag = hashlib.sha256(json.dumps({"calib": list(calib_ids), "thr": threshold, "v": CALIB_VERSION}).encode()).hexdigest()[:10]
+def _calibration_path(result: ExperimentResult, calib_ids: list, threshold: float, cache_dir,
+                      select_ids: list | None = None) -> Path:
+    key = {"calib": list(calib_ids), "thr": threshold, "v": CALIB_VERSION}
+    if select_ids is not None:
+        key["select"] = list(select_ids)
+    tag = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
     return result_folder(cache_dir, result.key) / f"calibration_{tag}.npz"
 
 
@@ -163,8 +225,12 @@ def with_calibration(result: ExperimentResult, evaluation: "CalibrationEvaluatio
 
 def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cache_dir: str | Path,
                          calib_split: str = "train/calib", device: str = "cpu", batch_size: int = 8,
-                         threshold: float = 0.05) -> CalibrationEvaluation:
+                         threshold: float = 0.05, select_split: str | None = None) -> CalibrationEvaluation:
     """Fit per-landmark temperatures on ``calib_split`` and evaluate ``result``'s eval ids (cached).
+
+    Without ``select_split``: the NLL on ``calib_split`` is minimised (:func:`fit_temperature`). With it:
+    McCouat & Voiculescu's code, Adam on ``calib_split`` keeping the epoch with the lowest ECE on
+    ``select_split`` (:func:`fit_temperature_best_ece`, authors' code definition); see :func:`temperature_plan`.
 
     Parameters
     ----------
@@ -181,9 +247,17 @@ def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cach
     if calib_split not in record.splits:
         raise ConfigError(f"{record.name}: no calibration split {calib_split!r}; use with_calibration_split()")
     calib_ids = list(record.splits[calib_split])
-    if set(calib_ids) & set(record.splits.get(result.config["train_split"], [])):
+    trained_on = set(record.splits.get(result.config["train_split"], []))
+    if set(calib_ids) & trained_on:
         raise ConfigError(f"calibration split {calib_split!r} overlaps the training split {result.config['train_split']!r}")
-    path = _calibration_path(result, calib_ids, threshold, cache_dir)
+    select_ids = None
+    if select_split is not None:
+        if select_split not in record.splits:
+            raise ConfigError(f"{record.name}: no selection split {select_split!r}; use temperature_plan()")
+        select_ids = list(record.splits[select_split])
+        if set(select_ids) & trained_on:
+            raise ConfigError(f"selection split {select_split!r} overlaps the training split {result.config['train_split']!r}")
+    path = _calibration_path(result, calib_ids, threshold, cache_dir, select_ids)
     if path.is_file():
         return CalibrationEvaluation.load(path)
     model = load_network(record, result, cache_dir, device)
@@ -191,7 +265,14 @@ def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cach
     calib_ds = _dataset(record, result, calib_ids, cache_dir)
     logits, lms = zip(*_logits(model, calib_ds, device, batch_size))
     logits, lms = torch.cat(logits), torch.cat(lms)
-    temperature = fit_temperature(logits, lms)
+    if select_ids is None:
+        temperature = fit_temperature(logits, lms)
+    else:
+        sel_ds = _dataset(record, result, select_ids, cache_dir)
+        sel_logits, sel_lms = zip(*_logits(model, sel_ds, device, batch_size))
+        temperature, _ = fit_temperature_best_ece(logits, lms, torch.cat(sel_logits), torch.cat(sel_lms),
+                                                  sel_ds.spacing.astype(np.float64))
+        del sel_logits
     _, valid = pixel_index(lms, calib_ds.size)
     count = valid.sum(0).clamp_min(1).double()
     calib_nll = (nll_per_landmark(logits.double(), lms)[0].sum(0) / count).numpy()
@@ -219,8 +300,8 @@ def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cach
             out[k].append(v.numpy())
     cat = {k: np.concatenate(v) for k, v in out.items()}
     vcount = np.maximum(cat["valid"].sum(0), 1)
-    am_orig = np.stack([resize_landmarks(a.astype(np.float64), eval_ds.size, s)
-                        for a, s in zip(cat["argmax"], eval_ds.record.image_size)])
+    am_orig = np.stack([resize_landmarks(a.astype(np.float64), eval_ds.size, s)  # through the (padded) frame
+                        for a, s in zip(cat["argmax"], eval_ds.frame_size)])
     ev = CalibrationEvaluation(
         ids=list(result.ids), temperature=temperature.numpy(), calib_nll=calib_nll, calib_nll_ts=calib_nll_ts,
         eval_nll=cat["nll"].sum(0) / vcount, eval_nll_ts=cat["nll_ts"].sum(0) / vcount,

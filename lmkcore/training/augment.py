@@ -100,6 +100,10 @@ __all__ = [
 ]
 
 _PADDING_MODES = ("zeros", "border", "reflection")
+
+#: :class:`AugmentConfig` fields added after the first cached runs, with their defaults (left out of
+#: :meth:`AugmentConfig.to_dict` at these values).
+LATER_FIELDS = {"intensity_scale_center": 1.0, "translate_px": 0.0, "elastic_magnitude_uniform": False}
 _MODES = ("bilinear", "nearest", "bicubic")
 
 
@@ -122,11 +126,17 @@ class AugmentConfig:
         Additive intensity offset, uniform in ``[-s, s]`` (image units; images
         are assumed roughly in ``[0, 1]`` or ``[-1, 1]``). ``>= 0``.
     intensity_scale : float
-        Multiplicative intensity factor, uniform in ``[1 - s, 1 + s]``.
-        ``0 <= s <= 1``.
+        Multiplicative intensity factor, uniform in ``[c - s, c + s]`` with ``c`` =
+        ``intensity_scale_center`` (default 1). ``0 <= s <= c``.
+    intensity_scale_center : float
+        Centre ``c`` of the multiplicative factor (McCouat & Voiculescu: ``[0.5, 1]`` is
+        ``c = 0.75, s = 0.25``). ``> 0``.
     translate : float
         Translation per axis, uniform in ``[-f, f] * size`` pixels (fraction of
         the image size along that axis). ``0 <= f <= 1``.
+    translate_px : float
+        Translation in pixels added to the half-width of ``translate``: per axis uniform in
+        ``[-(f * size + p), f * size + p]`` (McCouat & Voiculescu: 10 px, ``translate = 0``). ``>= 0``.
     rotate_deg : float
         Rotation angle in degrees, uniform in ``[-r, r]`` (per axis in 3D).
         ``0 <= r <= 180``.
@@ -144,6 +154,10 @@ class AugmentConfig:
     elastic_max_lipschitz : float
         Cap, in ``(0, 1)``, on the Lipschitz bound of the displacement field;
         fields above it are scaled down (see module docstring).
+    elastic_magnitude_uniform : bool
+        Multiply each image's control coefficients by a factor uniform in ``[0, 1]`` (so its
+        displacement SD is uniform in ``[0, elastic_magnitude]``, like imgaug's ``alpha ~ U(0, 500)``
+        in McCouat & Voiculescu's code). Default False.
     mode : str
         ``grid_sample`` interpolation for images: ``"bilinear"``,
         ``"nearest"`` or ``"bicubic"`` (2D only).
@@ -168,12 +182,17 @@ class AugmentConfig:
     elastic_max_lipschitz: float = 0.5
     mode: str = "bilinear"
     padding_mode: str = "zeros"
+    intensity_scale_center: float = 1.0
+    translate_px: float = 0.0
+    elastic_magnitude_uniform: bool = False
 
     def __post_init__(self) -> None:
         # (name, upper bound, upper bound inclusive?)
         real_fields = (
             ("intensity_shift", None, True),
-            ("intensity_scale", 1.0, True),
+            ("intensity_scale", None, True),
+            ("intensity_scale_center", None, True),
+            ("translate_px", None, True),
             ("translate", 1.0, True),
             ("rotate_deg", 180.0, True),
             ("scale", 1.0, False),
@@ -190,6 +209,11 @@ class AugmentConfig:
             if upper is not None and (value > upper if inclusive else value >= upper):
                 op = "<=" if inclusive else "<"
                 raise ConfigError(f"AugmentConfig.{name} must be {op} {upper:g}, got {value!r}")
+        if not 0 < self.intensity_scale_center or self.intensity_scale > self.intensity_scale_center:
+            raise ConfigError(f"AugmentConfig.intensity_scale must be <= intensity_scale_center "
+                              f"({self.intensity_scale_center!r}) and the centre > 0, got {self.intensity_scale!r}")
+        if not isinstance(self.elastic_magnitude_uniform, bool):
+            raise ConfigError(f"AugmentConfig.elastic_magnitude_uniform must be a bool, got {self.elastic_magnitude_uniform!r}")
         if self.elastic_max_lipschitz == 0:
             raise ConfigError(
                 f"AugmentConfig.elastic_max_lipschitz must be > 0, got {self.elastic_max_lipschitz!r}"
@@ -207,6 +231,17 @@ class AugmentConfig:
             raise ConfigError(
                 f"AugmentConfig.padding_mode must be one of {_PADDING_MODES}, got {self.padding_mode!r}"
             )
+
+    def to_dict(self) -> dict:
+        """Plain-JSON fields; those added later (:data:`LATER_FIELDS`) only when not at their defaults, so
+        cache keys made from earlier configurations are unchanged."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def identity(cls) -> "AugmentConfig":
@@ -656,7 +691,10 @@ def random_affine(
     iso = _uniform((B, 1), config.scale, 1.0, generator, device, dtype)
     aniso = _uniform((B, n), config.aniso_scale, 1.0, generator, device, dtype)
     sizes = torch.tensor(list(reversed(spatial_shape)), dtype=dtype, device=device)
-    tr = _uniform((B, n), config.translate, 0.0, generator, device, dtype) * sizes
+    if config.translate_px:  # one uniform draw per axis either way: same random stream as without translate_px
+        tr = _uniform((B, n), 1.0, 0.0, generator, device, dtype) * (config.translate * sizes + config.translate_px)
+    else:
+        tr = _uniform((B, n), config.translate, 0.0, generator, device, dtype) * sizes
     return affine_from_parameters(spatial_shape, rot, iso * aniso, tr, device=device)
 
 
@@ -682,6 +720,9 @@ def random_bspline_control(
     shape = (int(batch_size), n) + (G,) * n
     c = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float64)
     c = (c * config.elastic_magnitude).to(device=device, dtype=dtype)
+    if config.elastic_magnitude_uniform:  # drawn only then: the stream of other configurations is unchanged
+        u = torch.rand((int(batch_size),), generator=generator, device=gdev, dtype=torch.float64)
+        c = c * u.to(device=device, dtype=dtype).reshape((-1,) + (1,) * (n + 1))
     lip = bspline_lipschitz_bound(c, spatial_shape)
     factor = torch.clamp(config.elastic_max_lipschitz / lip.clamp_min(1e-300), max=1.0)
     return c * factor.reshape((-1,) + (1,) * (n + 1))
@@ -715,7 +756,7 @@ def sample_params(
         raise ValueError(f"config must be an AugmentConfig, got {type(config).__name__}")
     spatial_shape, device, dtype = _resolve(spatial_shape, device)
     B = int(batch_size)
-    iscale = _uniform((B,), config.intensity_scale, 1.0, generator, device, dtype)
+    iscale = _uniform((B,), config.intensity_scale, config.intensity_scale_center, generator, device, dtype)
     ishift = _uniform((B,), config.intensity_shift, 0.0, generator, device, dtype)
     A, b = random_affine(B, spatial_shape, config, generator=generator, device=device)
     control = random_bspline_control(B, spatial_shape, config, generator=generator, device=device)

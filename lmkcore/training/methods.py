@@ -65,10 +65,17 @@ def experiment_config(profile: Profile, record: LandmarkDataset, method: str, *,
     ``reference`` is the annotation set used as ground truth (default the record's); every other
     keyword not named here is a :class:`~lmkcore.training.trainer.TrainConfig` field, e.g.
     ``target="fixed"`` (the heatmap target mode) or ``init_sigma=3.0``.
+
+    Precedence of the training settings: the profile < the method's fields < the profile's settings for
+    this method (:meth:`~lmkcore.training.profiles.Profile.method_settings`, e.g. McCouat & Voiculescu's
+    640 x 800 input and epoch schedule in the ``paper`` profile) < ``train_overrides`` / ``input_width``.
     """
     _, fields = _method(method)
     tr, ev = default_splits(record)
-    train_cfg = profile.train_config(**{**fields, **train_overrides})
-    return ExperimentConfig(train=train_cfg, input_width=input_width or profile.input_width,
+    method_train, method_exp = profile.method_settings(method)
+    train_cfg = profile.train_config(**{**fields, **method_train, **train_overrides})
+    width = input_width or method_exp.get("input_width") or profile.input_width
+    height = method_exp.get("input_height") if input_width is None else None
+    return ExperimentConfig(train=train_cfg, input_width=width, input_height=height,
                             train_split=train_split or tr, eval_split=eval_split or ev,
                             reference=reference or record.reference, mc_samples=mc_samples)

@@ -10,8 +10,9 @@
     real data.
 ``paper-dry``
     ``paper`` in every size (input size and spacing, filters, widths, batch, MC
-    samples, windows) but 2 training iterations (1 epoch for epoch schedules) and
-    the first 3 images of every split: runs every ``paper`` code path on a CPU.
+    samples, windows) but 2 training iterations (1 epoch for epoch schedules, e.g.
+    McCouat & Voiculescu's 15 epochs) and the first 3 images of every split: runs
+    every ``paper`` code path on a CPU.
 """
 from __future__ import annotations
 
@@ -70,6 +71,12 @@ class Profile:
         Keep only the first this many images of every split (None: all).
     max_epochs : int or None
         Cap of epoch-based schedules (None: the schedule's own).
+    method_overrides : tuple
+        ``((method key, ((field, value), ...)), ...)``: settings this profile gives one method
+        (:data:`lmkcore.training.methods.METHODS`), over the method's own fields and under the caller's:
+        TrainConfig fields, ``augment`` as ``((AugmentConfig field, value), ...)``, and the
+        ExperimentConfig fields ``input_width`` / ``input_height``. See :meth:`method_settings`; e.g.
+        McCouat & Voiculescu's own settings for ``chh_onehot`` in the ``paper`` profile.
     """
 
     name: str
@@ -91,6 +98,7 @@ class Profile:
     base: str = ""
     split_images: int | None = None
     max_epochs: int | None = None
+    method_overrides: tuple = ()
 
     @property
     def sizes(self) -> str:
@@ -140,6 +148,20 @@ class Profile:
         kw.update(overrides)
         return TrainConfig(**kw)
 
+    def method_settings(self, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(TrainConfig fields, ExperimentConfig fields)`` this profile sets for ``method``
+        (:attr:`method_overrides`; empty dicts when none). ``augment`` becomes an
+        :class:`~lmkcore.training.augment.AugmentConfig`; ``epochs`` is capped by :attr:`max_epochs`."""
+        from lmkcore.training.augment import AugmentConfig
+
+        train = dict(dict(self.method_overrides).get(method, ()))
+        experiment = {k: train.pop(k) for k in ("input_width", "input_height") if k in train}
+        if "augment" in train:
+            train["augment"] = AugmentConfig(**dict(train["augment"]))
+        if self.max_epochs is not None and train.get("epochs") is not None:
+            train["epochs"] = min(int(train["epochs"]), int(self.max_epochs))
+        return train, experiment
+
     def with_(self, **changes: Any) -> "Profile":
         """A copy with some fields changed (e.g. a shorter run for a sweep)."""
         return replace(self, **changes)
@@ -158,6 +180,23 @@ PAPER_AUGMENT = (("intensity_scale", 0.25), ("intensity_shift", 0.25), ("transla
 #: Milder augmentation for short runs (the synthetic data has little pose variation to cover).
 FAST_AUGMENT = (("intensity_scale", 0.2), ("intensity_shift", 0.2), ("translate", 0.03), ("rotate_deg", 8.0),
                 ("scale", 0.08), ("aniso_scale", 0.03), ("elastic_grid", 6), ("elastic_magnitude", 1.0))
+#: McCouat & Voiculescu (2022), Sec. 4.2 (the text's ranges): translation +-10 px, intensity x U[0.5, 1], scale
+#: U[0.95, 1.05], rotation U[-3, 3] deg; elastic as their code's imgaug ElasticTransformation(alpha U(0, 500),
+#: sigma 30) at 640 x 800: that field (Gaussian-smoothed U(-1, 1) noise x alpha) has a displacement SD of
+#: alpha x 0.0054 px (2.7 px at alpha 500) and a correlation length of about sigma sqrt(2) = 42 px; the B-spline
+#: field here matches both: 16 control points per axis (spacing 49 x 62 px; its correlation SD ~0.82 spacing) and
+#: coefficient SD U(0, 1) x 5.85 px (field SD 0.477 x coefficient SD: 0 to 2.8 px), Lipschitz cap 0.9.
+MCCOUAT_AUGMENT = (("intensity_scale", 0.25), ("intensity_scale_center", 0.75), ("intensity_shift", 0.0),
+                   ("translate", 0.0), ("translate_px", 10.0), ("rotate_deg", 3.0), ("scale", 0.05),
+                   ("aniso_scale", 0.0), ("elastic_grid", 16), ("elastic_magnitude", 5.85),
+                   ("elastic_magnitude_uniform", True), ("elastic_max_lipschitz", 0.9))
+#: McCouat & Voiculescu (2022) Secs. 4.1-4.2 and their code (cephalometric.yaml, train.py): 640 x 800 input
+#: (padded right/bottom to aspect 0.8, resized), Adam lr 1e-3 without weight decay or clipping, batch 4, 15 epochs,
+#: MultiStepLR([4, 6, 8], 0.1) stepped per epoch, their augmentation. Every row: lmkcore.training.ledger.
+MCCOUAT_2022_SETTINGS = (("input_width", 640), ("input_height", 800), ("optimizer", "adam"), ("lr", 1e-3),
+                         ("batch_size", 4), ("epochs", 15), ("lr_schedule", "multistep"), ("lr_milestones", (4, 6, 8)),
+                         ("lr_gamma", 0.1), ("l2_lambda", 0.0), ("clip_grad_norm", None), ("augment", MCCOUAT_AUGMENT),
+                         ("log_every", 10), ("checkpoint_every", 100))
 
 
 PROFILES: dict[str, Profile] = {
@@ -174,7 +213,8 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile("paper", synthetic_images=400, synthetic_width=768, input_width=416, iterations=40000,
                      num_filters=128, batch_size=1, optimizer="nesterov", lr=1e-6, lr_schedule="step",
                      l2_lambda=5e-4, augment=PAPER_AUGMENT, mc_samples=20, clip_grad_norm=1e4,
-                     convention_overrides=(("payer", PAYER_2019_OVERRIDES),)),
+                     convention_overrides=(("payer", PAYER_2019_OVERRIDES),),
+                     method_overrides=(("chh_onehot", MCCOUAT_2022_SETTINGS), ("chh_gaussian", MCCOUAT_2022_SETTINGS))),
 }
 
 

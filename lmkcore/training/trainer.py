@@ -35,6 +35,8 @@ from lmkcore.models.common import paper_optimizer
 
 #: Training objectives of :class:`TrainConfig` (``loss``).
 LOSSES = ("heatmap", "onehot_nll", "gaussian_nll")
+#: Learning-rate schedules of :class:`TrainConfig` (``lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine", "step", "multistep")
 
 
 @dataclass
@@ -80,10 +82,31 @@ class TrainConfig:
     clip_grad_norm : float or None
         Clip the global gradient norm to this value.
     lr_schedule : str
-        ``"constant"``, ``"cosine"`` (decay to 1 % over the run) or ``"step"``
+        ``"constant"``, ``"cosine"`` (decay to 1 % over the run), ``"step"``
         (Thaler et al.'s code: x0.5 from 50 % and x0.1 of the base from 75 % of
-        the iterations; 20,000 and 30,000 of 40,000).
+        the iterations; 20,000 and 30,000 of 40,000) or ``"multistep"`` (epoch based,
+        ``torch.optim.lr_scheduler.MultiStepLR`` stepped once per epoch: during epoch ``e``
+        (0-based) the lr is ``lr * lr_gamma ** (number of lr_milestones <= e)``; needs ``epochs``;
+        McCouat & Voiculescu: milestones 4, 6, 8, gamma 0.1).
+    lr_milestones : tuple of int
+        Epochs of the ``"multistep"`` schedule (increasing).
+    lr_gamma : float
+        Factor of the ``"multistep"`` schedule at each milestone.
     iterations, batch_size : int
+        ``iterations`` is the run's length unless ``epochs`` is set.
+    epochs : int or None
+        Train for this many epochs over the training images instead of ``iterations``: each epoch is one
+        pass over a fresh permutation in ``ceil(n / batch_size)`` batches (the last one smaller when
+        ``batch_size`` does not divide ``n``), as a PyTorch ``DataLoader(shuffle=True)``; see
+        :func:`total_iterations`.
+    encoder_weights : str or None
+        Path of a local ResNet-34 state dict loaded into the encoder of ``"resnet34_unet"`` before
+        training (:func:`lmkcore.models.resnet_unet.load_encoder_weights`; e.g. ImageNet weights saved
+        earlier; nothing is downloaded). Checked when the config is made (one ConfigError naming the file).
+        Not part of :meth:`to_dict`: the file's SHA-256 is (``encoder_weights_sha256``), so a model
+        trained from other weights is never reused.
+    encoder_weights_sha256 : str or None
+        SHA-256 of ``encoder_weights`` (computed from the file; a stored config carries only this).
     augment : AugmentConfig
     dropout : float
     checkpoint_every : int
@@ -125,13 +148,19 @@ class TrainConfig:
     seed: int = 0
     amp: bool | None = None
     loss: str = "heatmap"
+    epochs: int | None = None
+    lr_milestones: tuple = ()
+    lr_gamma: float = 0.1
+    encoder_weights: str | None = None
+    encoder_weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         choices = {"model": ("scn", "la_only", "unet", "resnet34_unet"), "loss": LOSSES,
                    "target": ("fixed", "learned_iso", "learned_aniso"), "optimizer": ("adam", "nesterov"),
-                   "lr_schedule": ("constant", "cosine", "step"), "convention": CONVENTIONS}
+                   "lr_schedule": LR_SCHEDULES, "convention": CONVENTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -146,12 +175,48 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.convention == "payer" and self.target == "learned_aniso" and self.loss == "heatmap":
             raise ConfigError("TrainConfig: convention 'payer' (Payer et al. 2019) has no learned_aniso target")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, np.integer))
+                                        or self.epochs <= 0):
+            raise ConfigError(f"TrainConfig.epochs must be a positive integer or None, got {self.epochs!r}")
+        if self.lr_schedule == "multistep" and self.epochs is None:
+            raise ConfigError("TrainConfig.lr_schedule 'multistep' is epoch based: set TrainConfig.epochs")
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)) or any(m <= 0 for m in self.lr_milestones):
+            raise ConfigError(f"TrainConfig.lr_milestones must be increasing positive epochs, got {self.lr_milestones!r}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"TrainConfig.lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        if self.encoder_weights is not None:
+            self._check_encoder_weights()
+
+    def _check_encoder_weights(self) -> None:
+        from lmkcore.data.integrity import sha256_file
+        from lmkcore.models.resnet_unet import ResNet34Encoder, load_encoder_weights
+
+        path = os.fspath(self.encoder_weights)
+        if self.model != "resnet34_unet":
+            raise ConfigError(f"TrainConfig.encoder_weights {path!r}: only the 'resnet34_unet' model has a "
+                              f"ResNet-34 encoder (model is {self.model!r})")
+        load_encoder_weights(ResNet34Encoder(1, min(int(self.num_filters), 64)), path)  # one ConfigError if wrong
+        digest = sha256_file(path)
+        if self.encoder_weights_sha256 not in (None, digest):
+            raise ConfigError(f"TrainConfig.encoder_weights {path!r}: SHA-256 {digest[:12]}... is not the "
+                              f"configuration's {self.encoder_weights_sha256[:12]}... (the file changed)")
+        self.encoder_weights, self.encoder_weights_sha256 = path, digest
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON representation (used for cache keys and checkpoints)."""
+        """Plain-JSON representation (used for cache keys and checkpoints).
+
+        Fields added after the first cached runs are written only when not at their defaults, so the keys
+        of earlier runs are unchanged; ``encoder_weights`` (a path) is never written, its SHA-256 is.
+        """
         d = json.loads(json.dumps(asdict(self)))
         if d["loss"] == "heatmap":  # keep the cache keys of runs made before the field existed
             del d["loss"]
+        del d["encoder_weights"]
+        for name, default in (("epochs", None), ("lr_milestones", []), ("lr_gamma", 0.1),
+                              ("encoder_weights_sha256", None)):
+            if d[name] == default:
+                del d[name]
+        d["augment"] = self.augment.to_dict()
         return d
 
     @classmethod
@@ -167,7 +232,7 @@ def build_network(config: TrainConfig, num_landmarks: int, spatial_dims: int = 2
     """The network of ``config`` (1 input channel)."""
     if config.model == "resnet34_unet":
         return build_model(config.model, 1, num_landmarks, spatial_dims=spatial_dims,
-                           base_channels=min(int(config.num_filters), 64))
+                           base_channels=min(int(config.num_filters), 64), encoder_weights=config.encoder_weights)
     kw: dict[str, Any] = {"num_filters": config.num_filters, "dropout": config.dropout}
     if config.model in ("scn", "la_only"):
         kw["sc_filters"] = config.num_filters
@@ -201,22 +266,45 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module, target: Heatmap
 STEP_SCHEDULE: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.75, 0.1))
 
 
-def _lr_factor(config: TrainConfig, iteration: int) -> float:
-    """Learning-rate multiplier of the (0-based) ``iteration``."""
+def steps_per_epoch(config: TrainConfig, n_images: int) -> int:
+    """Batches of one epoch over ``n_images`` (``ceil(n / batch_size)``, the last batch may be smaller)."""
+    return max(1, -(-int(n_images) // int(config.batch_size)))
+
+
+def total_iterations(config: TrainConfig, n_images: int) -> int:
+    """Optimiser steps of the run: ``config.iterations``, or ``epochs * steps_per_epoch`` with ``epochs`` set."""
+    if config.epochs is None:
+        return int(config.iterations)
+    return int(config.epochs) * steps_per_epoch(config, n_images)
+
+
+def _lr_factor(config: TrainConfig, iteration: int, n_images: int | None = None) -> float:
+    """Learning-rate multiplier of the (0-based) ``iteration`` (``n_images``: for epoch-based schedules)."""
     if config.lr_schedule == "constant":
         return 1.0
+    if config.lr_schedule == "multistep":  # MultiStepLR stepped after every epoch
+        epoch = iteration // steps_per_epoch(config, n_images if n_images is not None else config.batch_size)
+        return float(config.lr_gamma ** sum(m <= epoch for m in config.lr_milestones))
     if config.lr_schedule == "step":
         factor = 1.0
         for fraction, value in STEP_SCHEDULE:  # tf piecewise_constant: the earlier value while step <= boundary
             if iteration > fraction * config.iterations:
                 factor = value
         return factor
-    progress = iteration / max(config.iterations, 1)
+    total = config.iterations if config.epochs is None else total_iterations(config, n_images or config.batch_size)
+    progress = iteration / max(total, 1)
     return float(0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * progress)))
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+def _epoch_batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> np.ndarray:
+    """Indices of the batch of ``iteration`` in epoch mode: batch ``k`` of epoch ``e``'s permutation."""
+    steps = max(1, -(-n // batch_size))
+    epoch, k = divmod(iteration, steps)
+    return _epoch_order(n, seed, epoch)[k * batch_size: (k + 1) * batch_size]
 
 
 def _batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> np.ndarray:
@@ -331,7 +419,9 @@ def train(
     use_amp = config.amp if config.amp is not None else str(device).startswith("cuda")
     width, height = dataset.size
     images_all = dataset
-    end = config.iterations if stop_after is None else min(stop_after, config.iterations)
+    n_images = len(images_all)
+    total = total_iterations(config, n_images)
+    end = total if stop_after is None else min(stop_after, total)
 
     def checkpoint(iteration: int) -> None:
         if checkpoint_path is not None:
@@ -343,11 +433,14 @@ def train(
             })
 
     model.train()
-    bar = tqdm(range(start, end), initial=start, total=config.iterations, disable=not progress,
+    bar = tqdm(range(start, end), initial=start, total=total, disable=not progress,
                desc=f"train {config.model}/{config.target}", leave=False)
     running = []
     for it in bar:
-        idx = _batch_indices(len(images_all), config.batch_size, config.seed, it)
+        if config.epochs is None:
+            idx = _batch_indices(n_images, config.batch_size, config.seed, it)
+        else:
+            idx = _epoch_batch_indices(n_images, config.batch_size, config.seed, it)
         items = [images_all[int(i)] for i in idx]
         images = torch.stack([b["image"] for b in items]).to(device)
         landmarks = torch.stack([b["landmarks"] for b in items]).to(device)
@@ -356,7 +449,7 @@ def train(
         images, landmarks = apply_params(params, images, landmarks)
         torch.manual_seed(int(np.random.SeedSequence([config.seed, it, 2]).generate_state(1)[0]))  # dropout masks
         for g, lr in zip(optimizer.param_groups, base_lrs):
-            g["lr"] = lr * _lr_factor(config, it)
+            g["lr"] = lr * _lr_factor(config, it, n_images)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             pred = model(normalise_images(images))
         if config.loss == "onehot_nll":
@@ -374,7 +467,7 @@ def train(
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at iteration {it} (loss {loss.item()}); lower the learning rate")
         running.append(loss.item())
-        if (it + 1) % config.log_every == 0 or it + 1 == config.iterations:
+        if (it + 1) % config.log_every == 0 or it + 1 == total:
             table = target.parameters_table()
             entry = {"iteration": it + 1, "loss": float(np.mean(running)),
                      **{k: np.asarray(v, dtype=float).tolist() for k, v in table.items()}}
