@@ -408,10 +408,14 @@ def _run(args) -> int:
             raise ConfigError(f"{nb}: no cell tagged 'parameters' (papermill needs one)")
     extra = parse_extra_params(args.param, notebooks)
 
-    out_dir = ensure_writable(Path(args.output_dir or f"outputs/{args.profile}-{args.dataset}").resolve(),
-                              "--output-dir")
     figures_root = ensure_writable(Path(args.figures_dir).expanduser().resolve(), "--figures-dir")
-    run_dir = ensure_writable(figures_root / run_folder_name(args.profile, args.dataset), "--figures-dir")
+    references = {str(p["reference"]) for p in extra.values() if p.get("reference") not in (None, "", "None")}
+    if len(references) > 1:  # pragma: no cover - one --param sets them all
+        raise ConfigError(f"--param reference: one value per run, got {sorted(references)}")
+    reference = next(iter(references), None)
+    run_name = run_folder_name(args.profile, args.dataset, reference)
+    out_dir = ensure_writable(Path(args.output_dir or f"outputs/{run_name}").resolve(), "--output-dir")
+    run_dir = ensure_writable(figures_root / run_name, "--figures-dir")
     params = {
         "profile": args.profile,
         "dataset": args.dataset,

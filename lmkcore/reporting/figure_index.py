@@ -148,9 +148,11 @@ def write_index(figures_dir: str | Path) -> Path:
     return path
 
 
-def run_folder_name(profile: str, dataset: str) -> str:
-    """The folder (below the figures root) of a ``(profile, dataset)`` run, e.g. ``"quick-synthetic"``."""
-    return f"{profile}-{dataset}"
+def run_folder_name(profile: str, dataset: str, reference: str | None = None) -> str:
+    """The folder (below the figures root) of a ``(profile, dataset)`` run, e.g. ``"quick-synthetic"``;
+    a run against another ``reference`` annotation set than the dataset's default gets its own folder,
+    e.g. ``"quick-isbi2015-junior"``."""
+    return f"{profile}-{dataset}" + (f"-{reference}" if reference else "")
 
 
 def run_folders(figures_root: str | Path) -> list[Path]:

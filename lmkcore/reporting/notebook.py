@@ -61,13 +61,24 @@ class NotebookContext:
     figures_dir: Path
     cache_dir: Path
     options: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
 
     @property
     def provenance(self) -> dict[str, Any]:
-        return {"notebook": self.notebook, "profile": self.profile.name, "dataset": self.dataset}
+        prov = {"notebook": self.notebook, "profile": self.profile.name, "dataset": self.dataset}
+        if self.reference:
+            prov["reference"] = self.reference
+        return prov
 
     def load_dataset(self, **options: Any):
-        """Load the notebook's dataset (synthetic: generated at the profile's size, cached)."""
+        """Load the notebook's dataset (synthetic: generated at the profile's size, cached), with the
+        notebook's ``reference`` annotation set as ground truth when one was given.
+
+        Raises
+        ------
+        DataError
+            When the dataset has no annotation set named ``reference`` (the message lists those it has).
+        """
         from lmkcore.data.datasets import load_dataset
 
         opts = dict(self.options, **options)
@@ -75,7 +86,10 @@ class NotebookContext:
             opts.setdefault("n_images", self.profile.synthetic_images)
             opts.setdefault("width", self.profile.synthetic_width)
             opts.setdefault("cache_dir", self.cache_dir)
-        return self.profile.restrict(load_dataset(self.dataset, self.data_root, **opts))  # paper-dry: a few per split
+        record = load_dataset(self.dataset, self.data_root, **opts)
+        if self.reference:
+            record = record.with_reference(self.reference)
+        return self.profile.restrict(record)  # paper-dry: a few images per split
 
     def experiment(self, record, method: str, progress: bool = True, **overrides: Any):
         """Train (or load from the cache) ``method`` on ``record`` with this profile; see
@@ -128,12 +142,16 @@ def setup_notebook(
     seed: int = 0,
     figures_dir: str = "../figures",
     cache_dir: str | None = None,
+    reference: str | None = None,
     **options: Any,
 ) -> NotebookContext:
     """Validate a notebook's parameters and prepare the run.
 
     ``figures_dir`` is the figures root: this run's figures and tables go to
-    ``<figures_dir>/<profile>-<dataset>/``, so runs never overwrite each other.
+    ``<figures_dir>/<profile>-<dataset>/`` (``<profile>-<dataset>-<reference>/`` when a ``reference``
+    annotation set is given), so runs never overwrite each other. ``reference`` names the annotation set
+    used as ground truth (``"senior"``, ``"junior"``, ``"mean"``, ``"challenge"``, ``"all_mean"``; None:
+    the dataset's default), see :meth:`lmkcore.data.records.LandmarkDataset.with_reference`.
 
     Raises
     ------
@@ -155,16 +173,21 @@ def setup_notebook(
         raise ConfigError(f"dataset {dataset!r} needs data_root (the folder holding your copy of it)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if reference in ("", "None"):
+        reference = None
+    if reference is not None and (not isinstance(reference, str) or not reference.isidentifier()):
+        raise ConfigError(f"reference must be the name of an annotation set (e.g. 'junior'), got {reference!r}")
     dev = resolve_device(device)
     seed_everything(int(seed))
     style.apply_style()
     from lmkcore.reporting.figure_index import run_folder_name
 
-    figs = Path(figures_dir).expanduser() / run_folder_name(prof.name, dataset)  # figures root -> this run's folder
+    figs = Path(figures_dir).expanduser() / run_folder_name(prof.name, dataset, reference)  # root -> this run
     figs.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    ctx = NotebookContext(notebook, prof, dataset, root, dev, int(seed), figs, cache, dict(options))
-    print(f"{notebook}: profile={prof.name} dataset={dataset} device={dev} seed={seed} figures -> {figs}")
+    ctx = NotebookContext(notebook, prof, dataset, root, dev, int(seed), figs, cache, dict(options), reference)
+    ref = f" reference={reference}" if reference else ""
+    print(f"{notebook}: profile={prof.name} dataset={dataset}{ref} device={dev} seed={seed} figures -> {figs}")
     return ctx
 
 

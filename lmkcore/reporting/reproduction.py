@@ -238,8 +238,10 @@ def find_runs(figures_dir: str | Path) -> list[Run]:
     def add(folder: Path, default: tuple[str, str] | None) -> None:
         for csv in sorted(folder.glob("*.csv")):
             meta = _meta(folder, csv.stem)
-            key = (str(meta.get("profile") or (default or ("?", "?"))[0]),
-                   str(meta.get("dataset") or (default or ("?", "?"))[1]))
+            dataset = str(meta.get("dataset") or (default or ("?", "?"))[1])
+            if meta.get("reference") and "dataset" in meta:
+                dataset += f" ({meta['reference']})"  # a run against another reference annotation set
+            key = (str(meta.get("profile") or (default or ("?", "?"))[0]), dataset)
             runs.setdefault(key, Run(*key)).tables.setdefault(csv.stem, csv)
 
     if root.is_dir():
