@@ -47,11 +47,10 @@ PAPERS: dict[str, str] = {
 #: lmkcore method keys (:data:`lmkcore.training.methods.METHODS`) reproducing each paper's rows; the
 #: ``paper``-profile configuration of each is checked against the ledger. ``"phdnet"`` is not a METHODS key:
 #: it stands for :func:`lmkcore.runs.phdnet.phdnet_config` (checked by :func:`check_paper_configs` too).
-#: McCouat rows are recorded but not yet wired to a configuration (issue 14).
 PAPER_METHODS: dict[str, tuple[str, ...]] = {
     "thaler2021": ("scn_aniso", "scn_iso", "scn_fixed"),
     "payer2019": ("scn_payer", "unet_iso", "la_only_iso"),
-    "mccouat2022": (),
+    "mccouat2022": ("chh_onehot", "chh_gaussian"),
     "schobs2021": ("phdnet",),
 }
 
@@ -242,40 +241,83 @@ LEDGER: tuple[LedgerRow, ...] = (
        "train.model", "unet"),
     _r(_P, "la_only_iso", "network", "LA component alone", "", "la_only", "Fig. 9", "train.model", "la_only"),
     # ---------------------------------------------------------------- McCouat & Voiculescu 2022 (issue 14)
-    # lmkcore values: notebook 06's chh_onehot / chh_gaussian under the paper profile (lmkcore.training.methods).
-    _r(_M, "*", "input size and spacing", "640 x 800 (Sec. 4.1)", "pad right/bottom to 0.8, resize; 0.30234 mm/px",
-       "416 px wide, aspect kept (416 x 516, 0.4651 mm/px)", "Sec. 4.1; cephalometric.yaml",
-       deviation="the U-Nets share the SCN's 416 px input; 640 x 800 not wired yet (issue 14, item 5)"),
+    # lmkcore values: notebook 06's chh_onehot / chh_gaussian under the paper profile (lmkcore.training.methods with
+    # Profile.method_overrides = profiles.MCCOUAT_2022_SETTINGS); checked by check_paper_configs.
+    _r(_M, "*", "input width", "640 x 800 (Sec. 4.1)", "CACHED_IMAGE_SIZE [640, 800]", "640 px",
+       "Sec. 4.1; cephalometric.yaml", "experiment.input_width", 640),
+    _r(_M, "*", "input height and padding", "640 x 800 (Sec. 4.1)",
+       "PadToAspectRatio(0.8, right-bottom), then resize; 0.30234 mm/px",
+       "800 px: zero-padded right/bottom to 0.8 (ISBI 1935 x 2419), resized; 0.30234 (x) / 0.30237 (y) mm/px",
+       "Sec. 4.1; landmark_dataset.py", "experiment.input_height", 800,
+       "the padded frame is whole pixels (2419 rows for 2418.75): y spacing 0.01 % larger than x"),
+    _r(_M, "*", "input intensity", "not stated", "8-bit grey values 0-255, no normalisation",
+       "grey values in [0, 1] mapped to [-1, 1]", "landmark_dataset.py",
+       deviation="an affine rescaling of the input (the network's first convolution and BN absorb it up to the "
+                 "zero padding)"),
     _r(_M, "*", "network", "U-Net, ResNet-34 encoder, ImageNet-pretrained; decoder 256,128,64,32,32", "smp.Unet",
-       "resnet34_unet (encoder 64, decoder 256/128/64/32/32)", "Sec. 3.1; model.py",
-       deviation="no ImageNet weights offline: random init (a local ResNet-34 state dict loads with "
-                 "lmkcore.models.resnet_unet.load_encoder_weights; --param encoder_weights not wired yet)"),
-    _r(_M, "*", "optimiser", "Adam, lr 0.001, batch 4 (Sec. 4.2)", "", "Adam 1e-3, batch 4", "Sec. 4.2"),
-    _r(_M, "*", "schedule", "x0.1 at epochs 4, 6, 8; 15 epochs (~570 iterations of batch 4)",
-       "MultiStepLR([4,6,8], 0.1), 15 epochs", "the profile's 40,000 iterations, cosine decay", "Sec. 4.2; config.py",
-       deviation="epoch schedule with x0.1 at 4/6/8 not in the trainer yet"),
-    _r(_M, "*", "target and loss", "one-hot at the GT pixel, 2D softmax + NLL (Eq. 1-2)", "GT position truncated",
-       "onehot_nll, nearest pixel (round)", "Sec. 3.1; landmark_dataset.py",
-       deviation="text silent on rounding; the code's floor is available (training.losses rounding='floor') "
-                 "but not used for training"),
+       "resnet34_unet (encoder 64, decoder 256/128/64/32/32)", "Sec. 3.1; model.py", "train.model", "resnet34_unet"),
+    _r(_M, "*", "encoder initialisation", "ImageNet-pretrained ResNet-34 (Sec. 3.1)", "encoder_weights='imagenet'",
+       "random; --param encoder_weights=PATH loads a local ResNet-34 state dict", "Sec. 3.1; model.py",
+       "train.encoder_weights_sha256", None,
+       "no ImageNet weights offline (never downloaded): the encoder starts from scratch unless notebook 06 gets "
+       "--param encoder_weights=PATH (the file's SHA-256 is part of the model's cache key)"),
+    _r(_M, "*", "optimiser", "Adam (Sec. 4.2)", "", "Adam", "Sec. 4.2; train.py", "train.optimizer", "adam"),
+    _r(_M, "*", "learning rate", "0.001 (Sec. 4.2)", "", "1e-3", "Sec. 4.2; config.py", "train.lr", 1e-3),
+    _r(_M, "*", "batch size", "4 (Sec. 4.2)", "", "4", "Sec. 4.2; cephalometric.yaml", "train.batch_size", 4),
+    _r(_M, "*", "epochs", "15 over the 150 training images (Sec. 4.2)", "EPOCHS 15", "15 (38 batches per epoch)",
+       "Sec. 4.2; cephalometric.yaml", "train.epochs", 15),
+    _r(_M, "*", "lr schedule", "x0.1 at epochs 4, 6, 8 (Sec. 4.2)", "MultiStepLR([4, 6, 8], 0.1), stepped per epoch",
+       "multistep (MultiStepLR semantics)", "Sec. 4.2; train.py", "train.lr_schedule", "multistep"),
+    _r(_M, "*", "lr milestones", "epochs 4, 6, 8", "[4, 6, 8]", "(4, 6, 8)", "Sec. 4.2; train.py",
+       "train.lr_milestones", (4, 6, 8)),
+    _r(_M, "*", "lr factor", "x0.1", "gamma 0.1", "0.1", "Sec. 4.2; train.py", "train.lr_gamma", 0.1),
+    _r(_M, "*", "weight decay", "not stated", "none (Adam without weight_decay)", "0", "train.py",
+       "train.l2_lambda", 0.0),
+    _r(_M, "*", "gradient clipping", "not stated", "none", "none", "train.py", "train.clip_grad_norm", None),
+    _r(_M, "chh_onehot", "target and loss", "one-hot at the GT pixel, 2D softmax + NLL (Eq. 1-2)",
+       "GT position truncated (astype(int))", "onehot_nll, nearest pixel (round)", "Sec. 3.1; landmark_dataset.py",
+       "train.loss", "onehot_nll",
+       "text silent on rounding; the code's floor (a 0.5 px shift of the target) is available "
+       "(training.losses rounding='floor') but not used for training"),
+    _r(_M, "chh_gaussian", "target and loss", "Fig. 4a: a model trained on Gaussian heatmaps, sigma = 1",
+       "not released", "gaussian_nll: 2D softmax, cross-entropy with a normalised Gaussian of std 1 px",
+       "Fig. 4a", "train.loss", "gaussian_nll", "how the Fig. 4a model was trained is not stated: lmkcore trains it "
+       "like the one-hot model with a Gaussian target"),
+    _r(_M, "chh_gaussian", "Gaussian sigma", "1 (Fig. 4a)", "not released", "1 px", "Fig. 4a", "train.init_sigma", 1.0),
     _r(_M, "*", "training images", "all 150 training images (Sec. 4.2)", "TrainingData (150)",
-       "the first 80 % of train (train/fit); the last 20 % fit the temperatures", "Sec. 4.2",
-       deviation="temperatures are fitted on held-out training images instead of Test1"),
+       "train (all 150); Test1 halves calibrate", "Sec. 4.2", "experiment.train_split", "train"),
     _r(_M, "*", "ground truth", "mean of senior and junior", "mean of the annotator folders",
-       "the record's reference (senior)", "Sec. 4.1",
-       deviation="LandmarkDataset.with_reference('mean') exists; notebook 06 does not use it yet"),
-    _r(_M, "*", "augmentation", "translate +-10 px; intensity x[0.5, 1]; scale [0.95, 1.05]; rotate +-3 deg; elastic",
-       "intensity x[0.5, 1.5] + gamma; scale {0.95, 1}; rotate {-3, +3} deg; elastic alpha U(0,500), sigma 30",
-       "Payer et al.'s PAPER_AUGMENT (translate 20/512, rotate 15 deg, scale 0.4, elastic 12 grid)",
-       "Sec. 4.2; cephalometric.yaml", deviation="McCouat's augmentation not implemented"),
+       "mean of senior and junior (notebook 06: reference 'mean' unless --param reference names another set)",
+       "Sec. 4.1; landmark_dataset.py"),
+    _r(_M, "*", "augmentation: translation", "+-10 px in x and y", "translate_px U[-10, 10]", "U[-10, 10] px per axis",
+       "Sec. 4.2; cephalometric.yaml", "augment.translate_px", 10.0),
+    _r(_M, "*", "augmentation: intensity", "random factor in [0.5, 1]", "Multiply(0.5, 1.5) + GammaContrast",
+       "x U[0.5, 1] (centre 0.75, half-width 0.25)", "Sec. 4.2; landmark_dataset.py",
+       "augment.intensity_scale_center", 0.75, "the text's [0.5, 1] is followed; the code's [0.5, 1.5] and its "
+       "gamma contrast are not"),
+    _r(_M, "*", "augmentation: scale", "between 0.95 and 1.05", "list [0.95, 1.0] = a choice of 0.95 or 1",
+       "U[0.95, 1.05]", "Sec. 4.2; landmark_dataset.py", "augment.scale", 0.05,
+       "the text's range is followed, not the code's discrete choice"),
+    _r(_M, "*", "augmentation: rotation", "at most 3 degrees either way", "list [-3, 3] = a choice of -3 or +3 deg",
+       "U[-3, 3] deg", "Sec. 4.2; landmark_dataset.py", "augment.rotate_deg", 3.0,
+       "the text's range is followed, not the code's discrete choice"),
+    _r(_M, "*", "augmentation: elastic", "elastic transform (no parameters)",
+       "imgaug ElasticTransformation(alpha U(0, 500), sigma 30)",
+       "cubic B-spline field, 16 control points per axis, coefficient SD U(0, 1) x 5.85 px (displacement SD 0-2.8 px)",
+       "Sec. 4.2; landmark_dataset.py", "augment.elastic_magnitude", 5.85,
+       "a B-spline field matched to the code's Gaussian-smoothed field in displacement SD (alpha x 0.0054 px) and "
+       "correlation length (~42 px), not the same random field"),
     _r(_M, "*", "temperature scaling", "one T per landmark, NLL (Sec. 3.3); data not stated",
-       "Test1 halves (fit 151-225, select 226-300), Adam 0.01 on T, 15 epochs, lowest-ECE epoch",
-       "L-BFGS on log T, NLL of train/calib", "Sec. 3.3; temperature_scaling.py",
-       deviation="the code's procedure exists (analysis.calibration.fit_temperature_best_ece); notebook 06 "
-                 "uses the NLL fit on held-out training images"),
+       "Test1 halves (fit 151-225 with augmentation, select 226-300), Adam 0.01 on T, batch 4, 15 epochs, "
+       "lowest-ECE epoch", "Test1 halves, Adam 0.01, batch 4, 15 epochs, lowest ECE (authors' code definition) "
+       "(runs.calibration.temperature_plan, analysis.calibration.fit_temperature_best_ece)",
+       "Sec. 3.3; temperature_scaling.py",
+       deviation="the fitting half is not augmented (logits are computed once from the frozen network)"),
+    _r(_M, "*", "prediction", "hottest pixel (mode)", "np.argmax, integer pixel", "hottest pixel (predictions['hottest'])",
+       "Sec. 3.2; evaluate.py"),
     _r(_M, "*", "ECE", "10 bins on [0, max conf]; correct = same pixel", "bins to 0.15 + catch-all; error < ps/sqrt(pi); "
-       "x100", "both (analysis.calibration definition='paper_text' | 'authors_code'); 06 reports the text's",
-       "Sec. 5.2.1; plots.py", deviation="the paper's 0.7 is on the code's x100 scale; 06 does not show it yet"),
+       "x100", "both (analysis.calibration definition='paper_text' | 'authors_code'), side by side in notebook 06",
+       "Sec. 5.2.1; plots.py"),
     _r(_M, "*", "ROC erroneous label", "error > 2 mm", "error > 4 mm", "> 2 mm (text); 4 mm selectable",
        "Sec. 5.3.1; plots.py"),
     _r(_M, "*", "Table 2 split", "ERE > 1.414 mm on Test2", "test.py splits by radial error (bug)",
@@ -467,7 +509,7 @@ def _same(got, want) -> bool:
     return type(got) is type(want) and got == want if isinstance(want, bool) else got == want
 
 
-def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019", "schobs2021"), profile=None) -> list[str]:
+def check_paper_configs(papers: Iterable[str] = ("thaler2021", "payer2019", "mccouat2022", "schobs2021"), profile=None) -> list[str]:
     """Build every ``paper``-profile configuration of the papers' methods and compare it with the ledger.
 
     Uses :func:`lmkcore.training.methods.experiment_config` on a stand-in ISBI-like record (splits
