@@ -123,7 +123,9 @@ class PHDNetConfig:
             raise ConfigError(f"PHDNetConfig.val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        d = json.loads(json.dumps(asdict(self)))
+        d["augment"] = self.augment.to_dict()  # AugmentConfig fields added later only when set: keys unchanged
+        return d
 
 
 def phdnet_config(profile, **overrides: Any) -> PHDNetConfig:
