@@ -336,8 +336,10 @@ def _train_predict_save(record, config, store, key, folder, device, progress, la
     eval_ds = experiment_dataset(record, config, split_ids(record, config.eval_split), store)
     size = train_ds.size
     if progress:
+        length = (f"{config.train.epochs} epochs" if config.train.epochs is not None
+                  else f"{config.train.iterations} iterations")
         print(f"{label or key}: training {config.train.model}/{config.train.target} for "
-              f"{config.train.iterations} iterations at {size[0]}x{size[1]} on {device}")
+              f"{length} at {size[0]}x{size[1]} on {device}")
     trained = train(config.train, train_ds, device=device, checkpoint_path=model_checkpoint(record, config, store),
                     progress=progress)
     seconds = trained.seconds
