@@ -112,3 +112,56 @@ def test_parameter_table_single_aggregated_and_per_image():
     assert t.loc[("per image", "σmaj·σmin (mm²)"), "L2"] == "2.00 ± 0.00"
     assert t.loc[("per image", "PE (mm)"), "L1"] == f"2.00 ± {np.std([1.0, 3.0, 2.0]):.2f}"
     assert t.loc[("Ann.", "θ (deg)"), "L2"] == "30.00"
+
+
+def test_observer_mean_cv_record_isbi_layout(tmp_path):
+    """ISBI layout (fixture files): the 5 landmarks of the 11-observer set in the paper's order, the
+    images of the obs_cv folds, reference = mean of the 11 observers, brute force per image."""
+    import warnings
+
+    from lmkcore.data.datasets import isbi
+    from test_loaders_fixtures import OBS_CV, OBS_IDS, make_challenge, make_csv_setup
+
+    root = make_challenge(tmp_path / "isbi", annotations=False)
+    make_csv_setup(root / "all_landmarks")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = isbi.load(root, verbose=False)
+    sub, prefix = io.observer_mean_cv_record(rec)
+    assert prefix == "obs_cv" and sub.reference == "all_mean"
+    assert sub.ids == OBS_IDS and sub.splits["obs_cv2/val"] == OBS_CV[2]
+    lms = (8, 9, 2, 11, 14)
+    assert sub.landmark_names == tuple(rec.landmark_names[k] for k in lms)
+    assert sub.extras["observer_landmarks"] == (0, 1, 2, 3, 4)
+    assert len(sub.annotators) == 11 and not np.isnan(sub.landmarks).any()
+    for m, i in enumerate(OBS_IDS):
+        r = rec.ids.index(i)
+        want = np.mean([rec.annotations[o][r, list(lms)] for o in rec.annotators], axis=0)
+        np.testing.assert_allclose(sub.landmarks[m], want, atol=1e-12)
+    # without the 9 extra observers there is no mean of all observers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bare = isbi.load(root, verbose=False, observers=False)
+    with pytest.raises(Exception, match="needs at least 3 observers"):
+        io.observer_mean_cv_record(bare)
+
+
+def test_observer_mean_cv_record_synthetic(synthetic_record):
+    from lmkcore.data.landmarks import ISBI_OBSERVER_LANDMARKS
+    from lmkcore.errors import DataError
+
+    rec = synthetic_record
+    sub, prefix = io.observer_mean_cv_record(rec)
+    lms = list(ISBI_OBSERVER_LANDMARKS)
+    assert prefix == "cv" and sub.ids == rec.ids and len(sub.landmark_names) == 5
+    assert sub.landmark_names == tuple(rec.landmark_names[k] for k in lms)
+    np.testing.assert_allclose(sub.landmarks, np.mean([rec.annotations[o][:, lms] for o in rec.annotators], 0))
+    np.testing.assert_array_equal(sub.truth["annotation_cov"], rec.truth["annotation_cov"][:, lms])
+    np.testing.assert_array_equal(sub.extras["annotation_cov_mm"], rec.extras["annotation_cov_mm"][lms])
+    assert all(f"cv{k}/val" in sub.splits for k in range(1, 5))
+    # a record of other landmarks needs an explicit landmark set
+    other = rec.select_landmarks(range(6))
+    with pytest.raises(DataError, match="pass landmarks="):
+        io.observer_mean_cv_record(other)
+    sub3, _ = io.observer_mean_cv_record(other, landmarks=[5, 0, 2])
+    assert sub3.landmark_names == tuple(rec.landmark_names[k] for k in (5, 0, 2))

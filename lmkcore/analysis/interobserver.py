@@ -27,6 +27,7 @@ import pandas as pd
 
 from lmkcore.analysis.covariance import cov_to_params
 from lmkcore.errors import DataError
+from lmkcore.data.landmarks import ISBI_LANDMARK_NAMES, ISBI_OBSERVER_LANDMARKS
 from lmkcore.data.records import LandmarkDataset
 
 AGGREGATIONS = ("mean_cov", "mean_params", "ratio_of_means", "median_params")
@@ -213,6 +214,67 @@ def record_observer_points_mm(record: LandmarkDataset, observers: list[str] | No
     if len(img) == 0 or len(lm) == 0:
         raise DataError(f"{record.name}: no image/landmark is annotated by all of {observers}")
     return pts[img][:, :, lm], [record.ids[i] for i in img], lm
+
+
+def observer_mean_cv_record(record: LandmarkDataset, landmarks=None) -> tuple[LandmarkDataset, str]:
+    """The setting of Thaler et al.'s inter-observer model (Sec. 5.3, Tables 3-4): the landmarks annotated
+    by every observer, the mean of all observers as ground truth, 4-fold CV over the images they annotated.
+
+    ISBI 2015: the 5 landmarks of the 11-observer set (``record.extras["observer_landmarks"]``, i.e.
+    :data:`~lmkcore.data.landmarks.ISBI_OBSERVER_LANDMARKS`, in the paper's order L1..L5), the 100 images
+    of the observer CV folds ``obs_cv1..4/train|val`` (75/25). Synthetic data (every image annotated by
+    all 11 simulated observers, the ISBI landmark names): the same 5 landmark indices and the CV folds
+    ``cv1..4`` over all images.
+
+    Parameters
+    ----------
+    record : LandmarkDataset
+        With at least 3 observers (:attr:`~lmkcore.data.records.LandmarkDataset.annotators`).
+    landmarks : sequence of int, optional
+        Landmark indices to keep (default: ``record.extras["observer_landmarks"]``, else
+        :data:`~lmkcore.data.landmarks.ISBI_OBSERVER_LANDMARKS` when the record has the ISBI landmarks).
+
+    Returns
+    -------
+    record : LandmarkDataset
+        ``N' = len(landmarks)`` landmarks (:meth:`~lmkcore.data.records.LandmarkDataset.select_landmarks`),
+        only the images of the CV folds, reference ``"all_mean"`` (``(M', N', 2)`` px, no NaN); the other
+        splits are kept where they hold these images.
+    prefix : str
+        Split prefix of the CV folds, ``"obs_cv"`` or ``"cv"`` (for
+        :func:`lmkcore.runs.crossval.cv_folds`).
+
+    Raises
+    ------
+    DataError
+        No default landmark set, fewer than 3 observers, or an observer missing on a fold image.
+    ConfigError
+        No CV folds (from :func:`~lmkcore.runs.crossval.cv_folds`).
+    """
+    from lmkcore.runs.crossval import cv_folds
+
+    if landmarks is None:
+        landmarks = record.extras.get("observer_landmarks")
+    if landmarks is None:
+        if tuple(record.landmark_names) != tuple(ISBI_LANDMARK_NAMES):
+            raise DataError(f"{record.name}: no 11-observer landmark set (extras['observer_landmarks']) and not the "
+                            f"ISBI 2015 landmarks; pass landmarks= explicitly")
+        landmarks = ISBI_OBSERVER_LANDMARKS
+    prefix = "obs_cv" if "obs_cv1/train" in record.splits else "cv"
+    folds = cv_folds(record, prefix)
+    in_folds = {i for pair in folds for s in pair for i in record.splits[s]}
+    keep = [i for i in record.ids if i in in_folds]
+    sub = record.select_landmarks(list(landmarks)).with_reference("all_mean")
+    splits = {k: [i for i in v if i in in_folds] for k, v in sub.splits.items()}
+    sub = sub.subset(keep).with_splits({k: v for k, v in splits.items() if v})
+    missing = np.isnan(sub.landmarks).any(-1)  # (M', N')
+    if missing.any():
+        m, n = np.argwhere(missing)[0]
+        absent = [o for o in sub.annotators if np.isnan(sub.annotations[o][m, n]).any()]
+        raise DataError(f"{record.name}: the mean of all observers is undefined on {int(missing.sum())} image/landmark "
+                        f"pairs of the {prefix} folds, e.g. image {sub.ids[m]!r} landmark {sub.landmark_names[n]!r} "
+                        f"(not annotated by {', '.join(absent)})")
+    return sub, prefix
 
 
 def per_image_summary(cov, angle: str = "paper") -> dict[str, tuple[np.ndarray, np.ndarray]]:

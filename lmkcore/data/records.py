@@ -20,6 +20,22 @@ from lmkcore.errors import DataError
 DERIVED_REFERENCES: tuple[str, ...] = ("mean", "challenge", "all_mean")
 
 
+#: Where the landmark axis lies in the known :attr:`LandmarkDataset.truth` and
+#: :attr:`LandmarkDataset.extras` arrays (None: the entry has no landmark axis), used by
+#: :meth:`LandmarkDataset.select_landmarks`. Truth entries not listed follow the record's convention
+#: that per-image arrays are ``(M, N, ...)``; extras not listed are kept unchanged.
+LANDMARK_AXIS: dict[str, int | None] = {
+    # truth (synthetic generator)
+    "landmarks": 1, "annotation_cov": 1, "landmarks_mm": 1, "tangent_angle": 1, "shape_mm": 1,
+    "observer_bias": 2,  # (M, K, N, 2)
+    "pose_rotation_deg": None, "pose_scale": None, "pose_translation_mm": None, "edge_to_edge": None,
+    # extras
+    "annotation_sigma_mm": 0, "annotation_cov_mm": 0, "landmark_kind": 0,  # (N, ...)
+    "observer_bias_mm": 1,  # (K, N, 2)
+    "challenge_annotations": 1,  # ISBI: (M, N, 2) px
+}
+
+
 def row_indices(all_ids: Sequence[str], ids: Sequence[str] | None) -> np.ndarray:
     """Positions in ``all_ids`` of those ``ids`` that occur there, in the order of ``ids``
     (``None``: every position). Unknown ids are skipped, not an error (cf.
@@ -147,6 +163,66 @@ class LandmarkDataset:
             image_size=self.image_size[idx],
             splits={},
             truth={k: (v[idx] if np.ndim(v) and len(v) == len(self.ids) else v) for k, v in self.truth.items()},
+        )
+
+    def select_landmarks(self, indices: Sequence[int]) -> "LandmarkDataset":
+        """A record holding only the landmarks ``indices`` (in that order); ``self`` is not changed.
+
+        Parameters
+        ----------
+        indices : sequence of int
+            ``N'`` distinct positions in :attr:`landmark_names` (e.g. the 5 landmarks of the ISBI
+            11-observer set, :data:`lmkcore.data.landmarks.ISBI_OBSERVER_LANDMARKS`, which puts them in
+            the order L1..L5 of Thaler et al. 2021).
+
+        Returns
+        -------
+        LandmarkDataset
+            ``landmark_names`` ``(N',)``; every annotation set ``(M, N', D)`` px; truth and extras arrays
+            with a landmark axis (:data:`LANDMARK_AXIS`; unlisted truth arrays shaped ``(M, N, ...)``)
+            cut along it, e.g. ``truth["annotation_cov"]`` ``(M, N', D, D)`` px^2,
+            ``truth["observer_bias"]`` ``(M, K, N', 2)``, ``extras["annotation_cov_mm"]`` ``(N', 2, 2)``;
+            ``extras["observer_landmarks"]`` re-indexed to the new positions (landmarks not selected
+            dropped). Images, spacing, splits and the other extras are kept.
+
+        Raises
+        ------
+        DataError
+            An index outside ``0..N-1``, a repeated index or an empty selection.
+        """
+        n = len(self.landmark_names)
+        idx = [int(i) for i in indices]
+        if not idx:
+            raise DataError(f"{self.name}: select_landmarks needs at least one landmark index")
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise DataError(f"{self.name}: landmark index {bad[0]} out of range 0..{n - 1} "
+                            f"({n} landmarks: {', '.join(self.landmark_names[:5])}...)")
+        if len(set(idx)) != len(idx):
+            raise DataError(f"{self.name}: repeated landmark index in {idx}")
+        sel = np.asarray(idx, dtype=np.int64)
+        m = len(self.ids)
+
+        def cut(key: str, value: Any, per_image_default: bool) -> Any:
+            if not isinstance(value, np.ndarray):
+                return value
+            axis = LANDMARK_AXIS.get(key, -1)
+            if axis == -1:  # not listed
+                axis = 1 if per_image_default and value.ndim >= 2 and value.shape[:2] == (m, n) else None
+            if axis is None or value.ndim <= axis or value.shape[axis] != n:
+                return value
+            return np.take(value, sel, axis=axis)
+
+        extras = {k: cut(k, v, False) for k, v in self.extras.items()}
+        if "observer_landmarks" in self.extras:
+            new_pos = {old: new for new, old in enumerate(idx)}
+            extras["observer_landmarks"] = tuple(new_pos[k] for k in self.extras["observer_landmarks"] if k in new_pos)
+        return replace(
+            self,
+            landmark_names=tuple(self.landmark_names[i] for i in idx),
+            annotations={k: v[:, sel] for k, v in self.annotations.items()},
+            truth={k: cut(k, v, True) for k, v in self.truth.items()},
+            extras=extras,
         )
 
     def split(self, name: str) -> "LandmarkDataset":

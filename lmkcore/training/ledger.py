@@ -162,7 +162,8 @@ LEDGER: tuple[LedgerRow, ...] = (
     _r(_T, "*", "MC dropout samples K", "20 (Sec. 4.1)", "no MC path in the code", "20", "Sec. 4.1",
        "profile.mc_samples", 20),
     _r(_T, "scn_fixed", "MCD baselines' model", "fixed targets (Sec. 5.4): the sigma = 3 model", "not in the code",
-       "notebook 04: MC dropout (MCD-x-max, MCD-h Sigma-hat-fit) on the fixed sigma = 3 model", "Sec. 5.4"),
+       "notebook 04: MC dropout (MCD-x-max, MCD-h Sigma-hat-fit) on the fixed sigma = 3 model, in the 5-landmark "
+       "11-observer-mean 4-fold CV of Table 4", "Sec. 5.4"),
     _r(_T, "*", "ground truth, Table 2 Test1/Test2", "not stated", "junior, senior or challenge (landmark_sources)",
        "the record's reference (senior)", "Sec. 5.1; dataset.py"),
     _r(_T, "*", "ground truth, CV jun. / Fig. 3 / Fig. 9", "junior annotations (Sec. 5.1, Table 2)", "junior",
@@ -174,8 +175,10 @@ LEDGER: tuple[LedgerRow, ...] = (
        "train / test_all (test1, test2); CV jun.: cv1-cv4 (all_landmarks/cv/set1-4, 300/100) with reference=junior",
        "Sec. 5.1; setup_ann"),
     _r(_T, "*", "inter-observer model (Tables 3-4)", "mean of the 11 observers, 5 landmarks, 4-fold CV over 100",
-       "5_landmarks/cv/set1-4 (75/25), target = mean of 11", "19 landmarks, one fold", "Sec. 5.3",
-       deviation="5-landmark 4-fold CV not run yet (issue 13, item 4)"),
+       "5_landmarks/cv/set1-4 (75/25), target = mean of 11",
+       "notebooks 03/04: the 5 landmarks L1..L5, reference all_mean (mean of the 11 observers), 4-fold CV obs_cv1-4 "
+       "(75/25) pooled over the 100 val images; learned Sigma per fold and mean over folds (synthetic data: the same "
+       "5 landmarks, cv1-4 over all images)", "Sec. 5.3; lmkcore.analysis.interobserver.observer_mean_cv_record"),
     # ---------------------------------------------------------------- Thaler et al. 2021, per method
     _r(_T, "scn_aniso", "target", "Sigma-target: learned theta, sigma_maj, sigma_min (Eq. 5-7)",
        "sigmas [N, 2] (variances) + rotation [N]", "learned_aniso", "Eq. 5-7; main.py", "train.target",
