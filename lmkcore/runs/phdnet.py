@@ -81,8 +81,10 @@ class PHDNetConfig:
     batch_size, lr : int, float
         Adam (paper: 32, 1e-3).
     val_fraction : float
-        Share of the training split held out for validation.
+        Share of the training split held out for validation (paper: not stated).
     augment : AugmentConfig
+        Augmentation of the training images before the sub-images are cut; ``AugmentConfig.identity()``
+        (the ``paper`` profile: the paper names none) skips it and the resampling altogether.
     seed : int
     """
 
