@@ -80,7 +80,8 @@ def parse_extra_params(items: list[str], notebooks: list[Path]) -> dict[Path, di
     """``--param NAME=VALUE`` items -> the extra parameters of each notebook that declares ``NAME``.
 
     ``VALUE`` is read as a Python literal (``3``, ``0.5``, ``None``, ``True``, ``'x'``) and
-    otherwise kept as a string (so paths need no quotes).
+    otherwise kept as a string (so paths need no quotes); a string naming an existing file or folder
+    (relative to the current folder) becomes its absolute path, e.g. ``encoder_weights=weights/r34.pth``.
     """
     declared = {nb: parameter_names(nb) for nb in notebooks}
     extra: dict[Path, dict] = {nb: {} for nb in notebooks}
@@ -95,6 +96,8 @@ def parse_extra_params(items: list[str], notebooks: list[Path]) -> dict[Path, di
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
+        if isinstance(value, str) and ("/" in value or "." in Path(value).name) and Path(value).expanduser().exists():
+            value = str(Path(value).expanduser().resolve())  # notebooks run in their folder: pass paths absolute
         users = [nb for nb in notebooks if name in declared[nb]]
         if not users:
             known = sorted({n for names in declared.values() for n in names} - set(COMMON_PARAMETERS))
