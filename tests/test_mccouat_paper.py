@@ -257,3 +257,16 @@ def test_temperature_plan_uses_test1_halves_where_there_is_test1():
     fallback = temperature_plan(no_test1, "train")
     assert (fallback.train_split, fallback.fit_split, fallback.select_split) == ("train/fit", "train/calib", None)
     assert len(fallback.record.splits["train/calib"]) == 30
+
+
+def test_param_path_is_passed_absolute(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lmkcore.cli import parse_extra_params
+
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "06_calibration.ipynb"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "r34.pth").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    extra = parse_extra_params(["encoder_weights=w/r34.pth", "reference=mean"], [nb])
+    assert extra[nb] == {"encoder_weights": str(tmp_path / "w" / "r34.pth"), "reference": "mean"}
