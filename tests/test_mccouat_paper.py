@@ -270,3 +270,39 @@ def test_param_path_is_passed_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra = parse_extra_params(["encoder_weights=w/r34.pth", "reference=mean"], [nb])
     assert extra[nb] == {"encoder_weights": str(tmp_path / "w" / "r34.pth"), "reference": "mean"}
+
+
+def test_padded_onehot_experiment_with_test1_temperatures(session_cache, tmp_path):
+    """End to end on synthetic 64 x 80 images: a fixed 64 x 64 input (padded right to 80 x 80), temperatures by
+    the authors' procedure on the Test1 halves; predictions come back in original px through the frame."""
+    from lmkcore.data.datasets import load_dataset
+    from lmkcore.runs.calibration import evaluate_calibration, temperature_plan
+    from lmkcore.runs.experiment import ExperimentConfig, experiment_dataset, run_experiment
+    from lmkcore.training.augment import AugmentConfig
+    from lmkcore.training.trainer import TrainConfig
+
+    record = load_dataset("synthetic", None, n_images=24, width=64, cache_dir=session_cache)
+    plan = temperature_plan(record, "train")
+    assert plan.select_split == "test1/select"
+    rec = plan.record
+    tc = TrainConfig(model="resnet34_unet", loss="onehot_nll", target="fixed", num_filters=4, epochs=2,
+                     lr_schedule="multistep", lr_milestones=(1,), batch_size=4, log_every=1,
+                     augment=AugmentConfig(elastic_grid=5))
+    cfg = ExperimentConfig(train=tc, input_width=64, input_height=64, train_split="train", eval_split="test_all",
+                           crop_size=9, fit_window=9)
+    res = run_experiment(rec, cfg, tmp_path, progress=False)
+    ds = experiment_dataset(rec, cfg, res.ids, tmp_path)
+    assert res.work_size == (64, 64) and ds.frame_size.tolist() == [[80, 80]] * len(res.ids)
+    np.testing.assert_allclose(res.work_spacing, rec.spacing[rec.index_of(res.ids)] * 80 / 64, rtol=1e-6)
+    n_train = len(rec.splits["train"])
+    assert res.history[-1]["iteration"] == 2 * -(-n_train // 4)  # 2 epochs of ceil(n / 4) batches
+    ev = evaluate_calibration(rec, res, tmp_path, plan.fit_split, select_split=plan.select_split)
+    assert ev.argmax_unchanged and np.all(ev.temperature > 0)
+    # hottest pixel = integer working pixel i, mapped to original px through the 80 x 80 frame: (i + 0.5) 80 / 64 - 0.5
+    work = (ev.argmax_px + 0.5) * 64 / 80 - 0.5
+    np.testing.assert_allclose(work, np.round(work), atol=1e-9)
+    assert work.min() >= 0 and work.max() <= 63
+    nll_fit = evaluate_calibration(rec, res, tmp_path, plan.fit_split)  # the NLL fit: another cached evaluation
+    assert not np.array_equal(nll_fit.temperature, ev.temperature)
+    with pytest.raises(Exception, match="overlaps the training split"):
+        evaluate_calibration(rec, res, tmp_path, plan.fit_split, select_split="train")
