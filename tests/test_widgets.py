@@ -245,3 +245,49 @@ def test_ere_of_a_cached_calibration_and_phdnet_results_are_shown(cached, tmp_pa
     assert v["numbers"]["error vs reference (mm)"] == pytest.approx(np.hypot(0.5, 0.5) * rec.spacing[r[0], 0])
     ex.controls["image"].value = ids[-1]
     assert ex.view["numbers"]["PHD-Net high confidence"] == 1.0
+
+
+def test_padded_frame_result_maps_points_through_the_frame(session_cache, tmp_path):
+    """A result trained in a zero-padded frame (ExperimentConfig.input_height, McCouat's paper profile): points
+    are mapped with the frame, not the image size, so they sit where the cached heatmap crop is; the image shown
+    is the padded one the network saw."""
+    from lmkcore.data.loader import LandmarkImageDataset
+    from lmkcore.runs.experiment import ExperimentResult
+
+    rec = load_dataset("synthetic", None, n_images=16, width=64, cache_dir=session_cache)
+    assert tuple(rec.image_size[0]) == (64, 80)
+    profile = PROFILE.with_(method_overrides=(("scn_aniso", (("input_width", 48), ("input_height", 64))),))
+    src = ExplorerSource({"A": rec}, profile, tmp_path, seed=0, methods=["scn_aniso"])
+    cfg = src.config("A", "scn_aniso")
+    assert (cfg.input_width, cfg.input_height) == (48, 64)
+    # 64 x 80 to aspect 48 / 64 = 0.75: padded at the bottom to ceil(64 / 0.75) = 86 rows: frame 64 x 86
+    ids = list(rec.splits[cfg.eval_split])[:2]
+    r = rec.index_of(ids)
+    m, n = 2, len(rec.landmark_names)
+    pred = np.full((m, n, 2), 10.0)
+    pred[1, 2] = (31.5, 42.5)  # -> working ((31.5 + .5) 48 / 64 - .5, (42.5 + .5) 64 / 86 - .5) = (23.5, 31.5)
+    crops = np.zeros((m, n, 15, 15), dtype=np.float16)
+    crops[1, 2, 7, 7] = 1.0
+    origin = np.full((m, n, 2), 0.0)
+    origin[1, 2] = (17.0, 25.0)  # crop centre (24, 32): the heatmap maximum next to the prediction
+    nan_cov = np.full((m, n, 2, 2), np.nan)
+    res = ExperimentResult(
+        key=experiment_key(cfg, rec), config=cfg.to_dict(), ids=ids, landmark_names=list(rec.landmark_names),
+        spacing=rec.spacing[r], reference_px=pred.copy(), truth_px=None, pred_argmax_px=pred.copy(),
+        pred_fit_px=pred, peak=np.ones((m, n)), fit_cov_mm=nan_cov, fit_amplitude=np.ones((m, n)),
+        fit_ok=np.zeros((m, n), dtype=bool), learned_cov_mm=np.full((n, 2, 2), np.nan), heatmap_crops=crops,
+        crop_origin=origin, work_size=(48, 64), work_spacing=np.tile(rec.spacing[r[:1]] * [64 / 48, 86 / 64], (m, 1)))
+    res.save(result_folder(tmp_path, res.key))
+
+    np.testing.assert_array_equal(src.frame_size("A", "scn_aniso"), [[64, 86], [64, 86]])
+    v = view_content(src, ExplorerState("A", "scn_aniso", ids[1], 2))
+    assert v["status"] == "ok" and v["work_size"] == (48, 64)
+    np.testing.assert_allclose(v["points"]["prediction"][0], (23.5, 31.5))
+    np.testing.assert_allclose(v["points"]["reference"][0], (23.5, 31.5))
+    assert v["heatmap_origin"] == (17.0, 25.0)
+    # the image is the padded one (bottom rows are the zero padding), from the experiment's own image cache
+    images = src.images("A", "scn_aniso")
+    assert images.shape == (2, 64, 48)
+    padded = LandmarkImageDataset(rec, ids, size=(48, 64), cache_dir=tmp_path / "images", pad=True).images
+    np.testing.assert_array_equal(images, padded)
+    assert np.all(np.asarray(images[:, 62:]) == 0) and np.asarray(images[:, :40]).max() > 0

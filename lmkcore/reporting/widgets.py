@@ -121,7 +121,7 @@ class ExplorerSource:
         self.data_roots = dict(data_roots or {})
         self._records: dict[str, Any] = {}
         self._results: dict[tuple[str, str], Any] = {}
-        self._images: dict[tuple[str, str], np.ndarray] = {}
+        self._images: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     def record(self, dataset: str):
         """The :class:`~lmkcore.data.records.LandmarkDataset` of ``dataset`` (loaded once)."""
@@ -194,9 +194,22 @@ class ExplorerSource:
         """``(M, H, W)`` eval images of the cached result at its working size (memory-mapped).
 
         The same image cache the training used (``cache_dir/images``): no decode
-        when the experiment ran with this cache folder.
+        when the experiment ran with this cache folder. Results trained in a padded frame
+        (``ExperimentConfig.input_height``) show the padded images, as the network saw them.
         """
+        return self._working(dataset, method)[0]
+
+    def frame_size(self, dataset: str, method: str) -> np.ndarray:
+        """``(M, 2)`` ``(W, H)`` original px that the working grid of each eval image covers: the image
+        size, or the zero-padded frame of a result with ``input_height``
+        (:attr:`lmkcore.data.loader.LandmarkImageDataset.frame_size`, as the experiment mapped its
+        predictions). Map original px to working px with ``resize_landmarks(p, frame, work_size)``."""
+        return self._working(dataset, method)[1]
+
+    def _working(self, dataset: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, frame sizes) of a choice, from the dataset the experiment itself built."""
         from lmkcore.data.image_cache import cached_images
+        from lmkcore.runs.experiment import experiment_dataset
         from lmkcore.runs.store import RunStore
 
         k = (dataset, method)
@@ -204,8 +217,18 @@ class ExplorerSource:
             res = self.result(dataset, method)
             if res is None:
                 raise ConfigError(missing_message(self, dataset, method))
-            rec = self.record(dataset).subset(list(res.ids))
-            self._images[k] = cached_images(rec, tuple(res.work_size), RunStore(self.cache_dir).images_dir, progress=False)
+            if self.methods[method][0] == PHDNET:  # PHD-Net: the aspect-keeping working images
+                rec = self.record(dataset).subset(list(res.ids))
+                images = cached_images(rec, tuple(res.work_size), RunStore(self.cache_dir).images_dir, progress=False)
+                frame = np.asarray(rec.image_size, dtype=np.int64)
+            else:  # the experiment's own dataset: same frame (padded or not), same image cache
+                ds = experiment_dataset(self.record(dataset), self.config(dataset, method), list(res.ids),
+                                        RunStore(self.cache_dir))
+                if tuple(ds.size) != tuple(int(v) for v in res.work_size):
+                    raise ConfigError(f"explorer: {method!r} on {dataset!r}: the cached result's working size "
+                                      f"{tuple(res.work_size)} is not its configuration's {tuple(ds.size)}")
+                images, frame = ds.images, np.asarray(ds.frame_size, dtype=np.int64)
+            self._images[k] = (images, frame)
         return self._images[k]
 
 
@@ -385,7 +408,7 @@ def view_content(source: ExplorerSource, state: ExplorerState, margin_px: float 
     pred_px = result.prediction(pname)
     fit_cov_mm, fit_ok, learned_cov_mm = _gaussians(result)
     work_size = np.asarray(result.work_size, dtype=np.float64)
-    orig_size = record.image_size[rec_row].astype(np.float64)
+    orig_size = source.frame_size(state.dataset, state.method)[row].astype(np.float64)  # image or padded frame
     ws = np.asarray(result.work_spacing[row], dtype=np.float64)
 
     def to_work(p):
