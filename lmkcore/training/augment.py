@@ -77,6 +77,7 @@ from torch import Tensor
 from lmkcore.errors import ConfigError, LmkcoreError
 
 __all__ = [
+    "THALER_AUGMENT",
     "AugmentConfig",
     "AugmentParams",
     "InversionError",
@@ -101,9 +102,17 @@ __all__ = [
 
 _PADDING_MODES = ("zeros", "border", "reflection")
 
+#: Thaler et al. (2021)'s code augmentation as AugmentConfig fields (defined beside the other presets in the
+#: torch-free :mod:`lmkcore.training.profiles`; re-exported here).
+from lmkcore.training.profiles import THALER_AUGMENT  # noqa: E402
+
 #: :class:`AugmentConfig` fields added after the first cached runs, with their defaults (left out of
 #: :meth:`AugmentConfig.to_dict` at these values).
-LATER_FIELDS = {"intensity_scale_center": 1.0, "translate_px": 0.0, "elastic_magnitude_uniform": False}
+LATER_FIELDS = {"intensity_scale_center": 1.0, "translate_px": 0.0, "elastic_magnitude_uniform": False,
+                "intensity_pivot": 0.0, "intensity_shift_first": False, "intensity_clamp": False,
+                "translate_mm": 0.0, "elastic_distribution": "normal", "elastic_unit": "px"}
+_ELASTIC_DISTRIBUTIONS = ("normal", "uniform")
+_ELASTIC_UNITS = ("px", "mm")
 _MODES = ("bilinear", "nearest", "bicubic")
 
 
@@ -158,6 +167,28 @@ class AugmentConfig:
         Multiply each image's control coefficients by a factor uniform in ``[0, 1]`` (so its
         displacement SD is uniform in ``[0, elastic_magnitude]``, like imgaug's ``alpha ~ U(0, 500)``
         in McCouat & Voiculescu's code). Default False.
+    intensity_pivot : float
+        Grey value the intensity scale keeps fixed: ``p + scale * (image - p) + shift`` (default 0:
+        ``scale * image + shift``). Thaler et al.'s code scales network values in ``[-1, 1]`` about 0,
+        i.e. ``p = 0.5`` for the ``[0, 1]`` images augmented here.
+    intensity_shift_first : bool
+        Add the shift before scaling: ``p + scale * (image + shift - p)`` (Thaler et al.'s code,
+        ``ShiftScaleClamp``: random shift, then random scale). Default False.
+    intensity_clamp : bool
+        Clamp augmented images to ``[0, 1]`` (the network's ``[-1, 1]``; Thaler et al.'s code clamps
+        after the intensity change). Applied by :func:`apply_params` with ``clamp``
+        (:attr:`clamp_range`) and by :func:`augment_batch`. Default False.
+    translate_mm : float
+        Translation in mm added to the half-width of ``translate`` / ``translate_px``, converted to
+        pixels per image and axis with the working spacing passed to :func:`sample_params` (Thaler et
+        al.'s code: 10 mm). ``>= 0``.
+    elastic_distribution : str
+        ``"normal"`` (default: control coefficients ``N(0, elastic_magnitude^2)``) or ``"uniform"``
+        (``U[-elastic_magnitude, elastic_magnitude]`` per component, as SimpleITK B-spline
+        parameters in Thaler et al.'s / Payer et al.'s code).
+    elastic_unit : str
+        ``"px"`` (default) or ``"mm"``: ``elastic_magnitude`` in mm, converted per image and axis with
+        the working spacing passed to :func:`sample_params`.
     mode : str
         ``grid_sample`` interpolation for images: ``"bilinear"``,
         ``"nearest"`` or ``"bicubic"`` (2D only).
@@ -185,6 +216,12 @@ class AugmentConfig:
     intensity_scale_center: float = 1.0
     translate_px: float = 0.0
     elastic_magnitude_uniform: bool = False
+    intensity_pivot: float = 0.0
+    intensity_shift_first: bool = False
+    intensity_clamp: bool = False
+    translate_mm: float = 0.0
+    elastic_distribution: str = "normal"
+    elastic_unit: str = "px"
 
     def __post_init__(self) -> None:
         # (name, upper bound, upper bound inclusive?)
@@ -193,6 +230,8 @@ class AugmentConfig:
             ("intensity_scale", None, True),
             ("intensity_scale_center", None, True),
             ("translate_px", None, True),
+            ("translate_mm", None, True),
+            ("intensity_pivot", None, True),
             ("translate", 1.0, True),
             ("rotate_deg", 180.0, True),
             ("scale", 1.0, False),
@@ -212,8 +251,14 @@ class AugmentConfig:
         if not 0 < self.intensity_scale_center or self.intensity_scale > self.intensity_scale_center:
             raise ConfigError(f"AugmentConfig.intensity_scale must be <= intensity_scale_center "
                               f"({self.intensity_scale_center!r}) and the centre > 0, got {self.intensity_scale!r}")
-        if not isinstance(self.elastic_magnitude_uniform, bool):
-            raise ConfigError(f"AugmentConfig.elastic_magnitude_uniform must be a bool, got {self.elastic_magnitude_uniform!r}")
+        for name in ("elastic_magnitude_uniform", "intensity_shift_first", "intensity_clamp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"AugmentConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.elastic_distribution not in _ELASTIC_DISTRIBUTIONS:
+            raise ConfigError(f"AugmentConfig.elastic_distribution must be one of {_ELASTIC_DISTRIBUTIONS}, "
+                              f"got {self.elastic_distribution!r}")
+        if self.elastic_unit not in _ELASTIC_UNITS:
+            raise ConfigError(f"AugmentConfig.elastic_unit must be one of {_ELASTIC_UNITS}, got {self.elastic_unit!r}")
         if self.elastic_max_lipschitz == 0:
             raise ConfigError(
                 f"AugmentConfig.elastic_max_lipschitz must be > 0, got {self.elastic_max_lipschitz!r}"
@@ -242,6 +287,17 @@ class AugmentConfig:
             if d[name] == default:
                 del d[name]
         return d
+
+    @property
+    def needs_spacing(self) -> bool:
+        """True when a range is in mm (``translate_mm``, ``elastic_unit="mm"``): :func:`sample_params`
+        then needs the working spacing."""
+        return bool(self.translate_mm) or (self.elastic_unit == "mm" and self.elastic_magnitude > 0)
+
+    @property
+    def clamp_range(self) -> tuple[float, float] | None:
+        """``(0, 1)`` with ``intensity_clamp``, else None (the ``clamp`` of :func:`apply_params`)."""
+        return (0.0, 1.0) if self.intensity_clamp else None
 
     @classmethod
     def identity(cls) -> "AugmentConfig":
@@ -664,6 +720,20 @@ def affine_from_parameters(
     return A.contiguous(), b
 
 
+def _spacing_tensor(spacing, batch_size: int, n: int, device, dtype) -> Tensor:
+    """``(B, n)`` mm per pixel ``(x, y[, z])`` from ``(n,)`` or ``(B, n)`` values (ValueError if invalid)."""
+    if spacing is None:
+        raise ValueError("this AugmentConfig has ranges in mm (translate_mm or elastic_unit='mm'): pass the "
+                         "working spacing (mm per px, (x, y[, z])) as spacing=")
+    sp = torch.as_tensor(spacing, dtype=torch.float64).detach().cpu()
+    if sp.ndim == 1:
+        sp = sp.reshape(1, -1).expand(batch_size, -1)
+    if sp.shape != (batch_size, n) or not bool(torch.isfinite(sp).all()) or bool((sp <= 0).any()):
+        raise ValueError(f"spacing must be positive finite mm per px of shape ({n},) or ({batch_size}, {n}), "
+                         f"got shape {tuple(sp.shape)}")
+    return sp.to(device=device, dtype=dtype)
+
+
 def random_affine(
     batch_size: int,
     spatial_shape: Sequence[int],
@@ -671,13 +741,15 @@ def random_affine(
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    spacing=None,
 ) -> tuple[Tensor, Tensor]:
     """Sample backward affine maps (see :func:`affine_from_parameters`).
 
     Rotation uniform in ``[-rotate_deg, rotate_deg]`` (per axis in 3D), scale
     ``iso * aniso_k`` with ``iso ~ U[1 - scale, 1 + scale]`` and
     ``aniso_k ~ U[1 - aniso_scale, 1 + aniso_scale]``, translation
-    ``t_k ~ U[-translate, translate] * size_k`` pixels.
+    ``t_k ~ U[-1, 1] * (translate * size_k + translate_px + translate_mm / spacing_k)`` pixels
+    (``spacing``: ``(n,)`` or ``(B, n)`` mm per px, needed only with ``translate_mm``).
 
     Returns
     -------
@@ -691,7 +763,11 @@ def random_affine(
     iso = _uniform((B, 1), config.scale, 1.0, generator, device, dtype)
     aniso = _uniform((B, n), config.aniso_scale, 1.0, generator, device, dtype)
     sizes = torch.tensor(list(reversed(spatial_shape)), dtype=dtype, device=device)
-    if config.translate_px:  # one uniform draw per axis either way: same random stream as without translate_px
+    if config.translate_mm:  # one uniform draw per axis either way: the same random stream
+        half = config.translate * sizes + config.translate_px + config.translate_mm / _spacing_tensor(
+            spacing, B, n, device, dtype)
+        tr = _uniform((B, n), 1.0, 0.0, generator, device, dtype) * half
+    elif config.translate_px:
         tr = _uniform((B, n), 1.0, 0.0, generator, device, dtype) * (config.translate * sizes + config.translate_px)
     else:
         tr = _uniform((B, n), config.translate, 0.0, generator, device, dtype) * sizes
@@ -705,10 +781,13 @@ def random_bspline_control(
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    spacing=None,
 ) -> Tensor | None:
     """Sample B-spline coefficients ``(B, n, G, ..., G)`` in pixels (or ``None``).
 
-    Coefficients are i.i.d. ``N(0, elastic_magnitude^2)``; each image's set is
+    Coefficients are i.i.d. ``N(0, elastic_magnitude^2)`` (``elastic_distribution="uniform"``:
+    ``U[-elastic_magnitude, elastic_magnitude]``); with ``elastic_unit="mm"`` component ``k`` is divided
+    by ``spacing_k`` (mm per px, ``(n,)`` or ``(B, n)``, ``(x, y[, z])``). Each image's set is
     then multiplied by ``min(1, elastic_max_lipschitz / L)`` where ``L`` is
     :func:`bspline_lipschitz_bound`, so the field never folds.
     """
@@ -718,8 +797,13 @@ def random_bspline_control(
     n, G = len(spatial_shape), config.elastic_grid
     gdev = generator.device if generator is not None else device
     shape = (int(batch_size), n) + (G,) * n
-    c = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float64)
+    if config.elastic_distribution == "uniform":
+        c = 2.0 * torch.rand(shape, generator=generator, device=gdev, dtype=torch.float64) - 1.0
+    else:
+        c = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float64)
     c = (c * config.elastic_magnitude).to(device=device, dtype=dtype)
+    if config.elastic_unit == "mm":
+        c = c / _spacing_tensor(spacing, int(batch_size), n, device, dtype).reshape((-1, n) + (1,) * n)
     if config.elastic_magnitude_uniform:  # drawn only then: the stream of other configurations is unchanged
         u = torch.rand((int(batch_size),), generator=generator, device=gdev, dtype=torch.float64)
         c = c * u.to(device=device, dtype=dtype).reshape((-1,) + (1,) * (n + 1))
@@ -735,6 +819,7 @@ def sample_params(
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    spacing=None,
 ) -> AugmentParams:
     """Sample all augmentation parameters of a batch.
 
@@ -751,6 +836,9 @@ def sample_params(
     generator : torch.Generator, optional
     device : optional
         Device of the returned parameters (default CPU).
+    spacing : array-like, optional
+        ``(n,)`` or ``(B, n)`` working spacing, mm per px ``(x, y[, z])``; needed when the config has
+        ranges in mm (:attr:`AugmentConfig.needs_spacing`).
     """
     if not isinstance(config, AugmentConfig):
         raise ValueError(f"config must be an AugmentConfig, got {type(config).__name__}")
@@ -758,8 +846,13 @@ def sample_params(
     B = int(batch_size)
     iscale = _uniform((B,), config.intensity_scale, config.intensity_scale_center, generator, device, dtype)
     ishift = _uniform((B,), config.intensity_shift, 0.0, generator, device, dtype)
-    A, b = random_affine(B, spatial_shape, config, generator=generator, device=device)
-    control = random_bspline_control(B, spatial_shape, config, generator=generator, device=device)
+    pivot = config.intensity_pivot
+    if config.intensity_shift_first:  # p + s (x + t - p) = s x + s (t - p) + p
+        ishift = iscale * (ishift - pivot) + pivot
+    elif pivot:  # p + s (x - p) + t = s x + t + p (1 - s)
+        ishift = ishift + pivot * (1.0 - iscale)
+    A, b = random_affine(B, spatial_shape, config, generator=generator, device=device, spacing=spacing)
+    control = random_bspline_control(B, spatial_shape, config, generator=generator, device=device, spacing=spacing)
     return AugmentParams(spatial_shape, A, b, control, iscale, ishift)
 
 
@@ -1010,6 +1103,7 @@ def apply_params(
     *,
     mode: str = "bilinear",
     padding_mode: str = "zeros",
+    clamp: tuple[float, float] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Apply intensity change, spatial warp and landmark mapping of ``params``.
 
@@ -1018,6 +1112,8 @@ def apply_params(
     params : AugmentParams
     images : Tensor, shape (B, C, *spatial), floating point
     landmarks : Tensor, shape (B, N, n), ``(x, y[, z])`` pixels, NaN = missing
+    clamp : (float, float), optional
+        Clamp the warped images to this range (:attr:`AugmentConfig.clamp_range`).
 
     Returns
     -------
@@ -1027,6 +1123,8 @@ def apply_params(
     _check_batch_tensor("images", images, params)
     _check_points(landmarks, params)
     out = warp(params, apply_intensity(params, images), mode=mode, padding_mode=padding_mode)
+    if clamp is not None:
+        out = out.clamp(float(clamp[0]), float(clamp[1]))
     return out, transform_points(params, landmarks)
 
 
@@ -1035,6 +1133,7 @@ def augment_batch(
     landmarks: Tensor,
     config: AugmentConfig,
     generator: torch.Generator | None = None,
+    spacing=None,
 ) -> tuple[Tensor, Tensor]:
     """Randomly augment a batch of images and their landmarks.
 
@@ -1050,6 +1149,8 @@ def augment_batch(
     generator : torch.Generator, optional
         Source of randomness; the same seed gives bit-identical results on
         CPU. Default: the global generator of ``images.device``.
+    spacing : array-like, optional
+        ``(n,)`` or ``(B, n)`` mm per px, for configs with ranges in mm.
 
     Returns
     -------
@@ -1088,5 +1189,7 @@ def augment_batch(
         raise ValueError(f"landmarks are on {landmarks.device} but images on {images.device}")
     if config.mode == "bicubic" and n == 3:
         raise ConfigError("AugmentConfig.mode='bicubic' is only supported for 2D images")
-    params = sample_params(images.shape[0], images.shape[2:], config, generator=generator, device=images.device)
-    return apply_params(params, images, landmarks, mode=config.mode, padding_mode=config.padding_mode)
+    params = sample_params(images.shape[0], images.shape[2:], config, generator=generator, device=images.device,
+                           spacing=spacing)
+    return apply_params(params, images, landmarks, mode=config.mode, padding_mode=config.padding_mode,
+                        clamp=config.clamp_range)

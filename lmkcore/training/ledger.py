@@ -105,7 +105,7 @@ _T, _P, _M, _S = "thaler2021", "payer2019", "mccouat2022", "schobs2021"
 _INPUT_DEV = ("images are resampled to 416 px wide keeping the aspect (416 x 516 for ISBI, 0.4651 mm/px) instead of "
               "being centred in a 512 x 512 frame at 0.46875 mm/px: heatmap pixels 0.8 % smaller")
 _INT_DEV = "the ranges act on [0, 1] images before the map to [-1, 1]: twice the code's shift in network units"
-_AUG_DEV = "the spatial ranges follow Payer et al.'s text (PAPER_AUGMENT), not Thaler's code (not yet adopted)"
+_TAUG = "dataset.py (data_generator); profiles.THALER_AUGMENT"
 
 #: Every row. Sources: the papers in /work/shared/papers and docs/research/fidelity_facts.md (authors' code).
 LEDGER: tuple[LedgerRow, ...] = (
@@ -116,8 +116,10 @@ LEDGER: tuple[LedgerRow, ...] = (
     _r(_T, "*", "input size and spacing", "not stated", "512 x 512, 0.46875 mm/px, image centred",
        "416 px wide, aspect kept", "melba_cep/main.py image_size, image_spacing", "experiment.input_width", 416,
        _INPUT_DEV),
-    _r(_T, "*", "input pre-smoothing", "not stated", "Gaussian sigma 0.15 mm before resampling", "none",
-       "dataset.py image_gaussian_sigma", deviation="not implemented (antialiasing of the resampling only)"),
+    _r(_T, "*", "input pre-smoothing", "not stated", "Gaussian sigma 0.15 mm before resampling",
+       "Gaussian std 0.15 mm at the original resolution (1.5 px at 0.1 mm/px; scipy gaussian_filter, edges "
+       "'nearest'), before padding/resizing (data.loader.GaussianPresmooth via the image cache's preprocess hook)",
+       "dataset.py image_gaussian_sigma", "train.input_smoothing_mm", 0.15),
     _r(_T, "*", "iterations", "40,000 (Sec. 4.1)", "", "40,000", "Sec. 4.1; main.py max_iter",
        "train.iterations", 40000),
     _r(_T, "*", "batch size", "not stated", "1", "1", "main.py", "train.batch_size", 1),
@@ -142,14 +144,43 @@ LEDGER: tuple[LedgerRow, ...] = (
     _r(_T, "*", "gamma", "100 (Sec. 4.1, Eq. 4)", "", "100", "Sec. 4.1; sigma_scale", "target.gamma", 100.0),
     _r(_T, "*", "dropout", "not stated (SCN: 0.5)", "0.5 after the first conv of each LA level", "0.5",
        "network.py dropout_rate", "train.dropout", 0.5),
-    _r(_T, "*", "heatmap-layer init", "SCN: N(0, 0.001)", "truncated normal std 1e-4", "N(0, 0.001)",
-       "network.py", deviation="lmkcore follows the SCN text (1e-3), not the code's 1e-4"),
-    _r(_T, "*", "intensity augmentation", "random shift and scale (no ranges)", "shift +-0.25, scale 1 +- 0.25",
-       "shift +-0.25, scale +-0.25", "dataset.py", "augment.intensity_shift", 0.25, _INT_DEV),
-    _r(_T, "*", "spatial augmentation", "translation, scaling, rotation, elastic (no ranges)",
-       "translate +-10 mm; rotate +-0.25 rad; scale 1+-0.2 x per-axis 1+-0.2; B-spline 5x5, max 10 mm",
-       "translate 20/512; rotate 15 deg; scale 0.4; elastic 12 grid, SD 5 px", "dataset.py",
-       "augment.rotate_deg", 15.0, _AUG_DEV),
+    _r(_T, "*", "heatmap-layer init", "SCN: N(0, 0.001)", "truncated normal std 1e-4 (LA and SC heatmap layers)",
+       "N(0, 1e-4) for both heatmap layers", "network.py", "train.heatmap_init_std", 1e-4,
+       "a plain normal, not the code's normal truncated at 2 std (whose SD is 0.88e-4)"),
+    _r(_T, "*", "intensity augmentation: shift", "random shift (no range)",
+       "shift U(-0.25, 0.25) on network values in [-1, 1]", "U(-0.125, 0.125) on [0, 1] grey values (= +-0.25 in "
+       "network units)", _TAUG, "augment.intensity_shift", 0.125),
+    _r(_T, "*", "intensity augmentation: scale", "random scale (no range)",
+       "x (1 + U(-0.25, 0.25)) about 0 of [-1, 1]", "x U[0.75, 1.25]", _TAUG, "augment.intensity_scale", 0.25),
+    _r(_T, "*", "intensity augmentation: scale centre", "not stated", "0 in network units (ShiftScaleClamp)",
+       "0.5 of [0, 1] (= 0 in network units)", _TAUG, "augment.intensity_pivot", 0.5),
+    _r(_T, "*", "intensity augmentation: order", "not stated", "shift, then scale", "shift, then scale", _TAUG,
+       "augment.intensity_shift_first", True),
+    _r(_T, "*", "intensity augmentation: clamp", "not stated", "clamp to [-1, 1]", "clamp to [0, 1] (= [-1, 1])",
+       _TAUG, "augment.intensity_clamp", True,
+       "lmkcore changes intensities before the spatial resampling, so regions from outside the image stay at the "
+       "background (-1); the code resamples first (its outside value is shifted and scaled too)"),
+    _r(_T, "*", "translation", "translation (no range)", "U(-10, 10) mm per axis",
+       "U(-10, 10) mm per axis, in px with each image's working spacing (21.5 px at 0.465 mm/px)", _TAUG,
+       "augment.translate_mm", 10.0),
+    _r(_T, "*", "rotation", "rotation (no range)", "U(-0.25, 0.25) rad", "U(-14.32, 14.32) deg (0.25 rad)", _TAUG,
+       "augment.rotate_deg", 14.32394487827058),
+    _r(_T, "*", "scale", "scaling (no range)", "1 + U(-0.2, 0.2), composed with per-axis 1 + U(-0.2, 0.2)",
+       "isotropic 1 + U(-0.2, 0.2)", _TAUG, "augment.scale", 0.2),
+    _r(_T, "*", "per-axis scale", "not stated", "1 + U(-0.2, 0.2) per axis", "1 + U(-0.2, 0.2) per axis", _TAUG,
+       "augment.aniso_scale", 0.2),
+    _r(_T, "*", "elastic deformation: grid", "elastic deformation (no parameters)",
+       "cubic B-spline, 5 x 5 control points over the output image", "cubic B-spline, 5 x 5 control points over "
+       "the working image", _TAUG, "augment.elastic_grid", 5,
+       "the grid spans lmkcore's 416 x 516 working image (control spacing 96.5 x 119.8 mm) instead of the code's "
+       "512 x 512 frame of 240 mm (120 mm)"),
+    _r(_T, "*", "elastic deformation: magnitude", "not stated", "each coefficient U(-10, 10) mm per axis",
+       "each coefficient U(-10, 10) mm per axis (elastic_distribution 'uniform', elastic_unit 'mm'; Lipschitz cap "
+       "0.9, never reached at this size)", _TAUG, "augment.elastic_magnitude", 10.0),
+    _r(_T, "*", "elastic deformation: distribution", "not stated", "uniform (SimpleITK B-spline parameters)",
+       "uniform", _TAUG, "augment.elastic_distribution", "uniform"),
+    _r(_T, "*", "elastic deformation: unit", "not stated", "mm", "mm (per-axis working spacing)", _TAUG,
+       "augment.elastic_unit", "mm"),
     _r(_T, "*", "Sigma-hat fit model", "Eq. 4 with amplitude gamma / (2 pi sqrt|Sigma|), robust least squares "
        "(Branch et al. 1999 = trust-region reflective) from the maximum (Sec. 3.2)", "not released",
        "Eq. 4 tied amplitude, plain least squares", "Sec. 3.2", "fit.model", "tied"),

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import math
+
 from lmkcore.errors import ConfigError
 
 
@@ -190,6 +192,20 @@ MCCOUAT_AUGMENT = (("intensity_scale", 0.25), ("intensity_scale_center", 0.75), 
                    ("translate", 0.0), ("translate_px", 10.0), ("rotate_deg", 3.0), ("scale", 0.05),
                    ("aniso_scale", 0.0), ("elastic_grid", 16), ("elastic_magnitude", 5.85),
                    ("elastic_magnitude_uniform", True), ("elastic_max_lipschitz", 0.9))
+#: Thaler et al. (2021)'s code (melba_cep/dataset.py; Payer et al.'s framework) as
+#: :class:`~lmkcore.training.augment.AugmentConfig` fields for the ``[0, 1]`` images augmented there (network input
+#: ``2 x - 1``): intensity ``ShiftScaleClamp(random_shift=0.25, random_scale=0.25, clamp [-1, 1])`` on network
+#: values (shift U(-0.25, 0.25), then x (1 + U(-0.25, 0.25)) about 0, clamp) = shift U(-0.125, 0.125) in [0, 1]
+#: units, scale about 0.5, shift first, clamp [0, 1]; translation U(-10, 10) mm per axis; rotation U(-0.25, 0.25)
+#: rad; isotropic scale 1 + U(-0.2, 0.2) times per-axis 1 + U(-0.2, 0.2); cubic B-spline deformation on 5 x 5
+#: control points over the output image (SimpleITK mesh 2 + order 3), each coefficient U(-10, 10) mm per axis. The
+#: mm ranges are converted with each image's working spacing (``sample_params(spacing=...)``). The Lipschitz cap
+#: 0.9 never binds at the paper size (416 x 516 px at 0.465 mm/px: bound <= 0.38).
+THALER_AUGMENT = (("intensity_shift", 0.125), ("intensity_scale", 0.25), ("intensity_pivot", 0.5),
+                  ("intensity_shift_first", True), ("intensity_clamp", True), ("translate", 0.0),
+                  ("translate_mm", 10.0), ("rotate_deg", math.degrees(0.25)), ("scale", 0.2), ("aniso_scale", 0.2),
+                  ("elastic_grid", 5), ("elastic_magnitude", 10.0), ("elastic_distribution", "uniform"),
+                  ("elastic_unit", "mm"), ("elastic_max_lipschitz", 0.9))
 #: McCouat & Voiculescu (2022) Secs. 4.1-4.2 and their code (cephalometric.yaml, train.py): 640 x 800 input
 #: (padded right/bottom to aspect 0.8, resized), Adam lr 1e-3 without weight decay or clipping, batch 4, 15 epochs,
 #: MultiStepLR([4, 6, 8], 0.1) stepped per epoch, their augmentation. Every row: lmkcore.training.ledger.
@@ -197,6 +213,13 @@ MCCOUAT_2022_SETTINGS = (("input_width", 640), ("input_height", 800), ("optimize
                          ("batch_size", 4), ("epochs", 15), ("lr_schedule", "multistep"), ("lr_milestones", (4, 6, 8)),
                          ("lr_gamma", 0.1), ("l2_lambda", 0.0), ("clip_grad_norm", None), ("augment", MCCOUAT_AUGMENT),
                          ("log_every", 10), ("checkpoint_every", 100))
+
+#: Thaler et al. (2021)'s code (melba_cep/main.py, dataset.py, network.py; docs/research/fidelity_facts.md 1.1) where
+#: it produced the published numbers and the text is silent or differs: their augmentation (THALER_AUGMENT), the
+#: heatmap layers initialised with std 1e-4 (the SCN text: 1e-3) and a Gaussian smoothing of std 0.15 mm of every
+#: image before resampling. For the paper profile's Thaler methods only (scn_aniso, scn_iso, scn_fixed); Payer et al.
+#: 2019's rows keep Payer's text settings. Every row: lmkcore.training.ledger.
+THALER_2021_SETTINGS = (("augment", THALER_AUGMENT), ("heatmap_init_std", 1e-4), ("input_smoothing_mm", 0.15))
 
 
 PROFILES: dict[str, Profile] = {
@@ -214,7 +237,9 @@ PROFILES: dict[str, Profile] = {
                      num_filters=128, batch_size=1, optimizer="nesterov", lr=1e-6, lr_schedule="step",
                      l2_lambda=5e-4, augment=PAPER_AUGMENT, mc_samples=20, clip_grad_norm=1e4,
                      convention_overrides=(("payer", PAYER_2019_OVERRIDES),),
-                     method_overrides=(("chh_onehot", MCCOUAT_2022_SETTINGS), ("chh_gaussian", MCCOUAT_2022_SETTINGS))),
+                     method_overrides=(("chh_onehot", MCCOUAT_2022_SETTINGS), ("chh_gaussian", MCCOUAT_2022_SETTINGS),
+                                       ("scn_aniso", THALER_2021_SETTINGS), ("scn_iso", THALER_2021_SETTINGS),
+                                       ("scn_fixed", THALER_2021_SETTINGS))),
 }
 
 

@@ -107,6 +107,14 @@ class TrainConfig:
         trained from other weights is never reused.
     encoder_weights_sha256 : str or None
         SHA-256 of ``encoder_weights`` (computed from the file; a stored config carries only this).
+    heatmap_init_std : float
+        Std of the Gaussian init of the heatmap-generating layers of ``"scn"`` / ``"la_only"``
+        (:class:`~lmkcore.models.scn.SpatialConfigurationNet`): 1e-3 (default, Payer et al. 2019's text) or
+        1e-4 (the authors' code, Thaler et al.'s paper methods).
+    input_smoothing_mm : float
+        Gaussian std in mm of a smoothing of every image at its original resolution before it is resized
+        to the working size (:class:`lmkcore.data.loader.GaussianPresmooth`, through the image cache's
+        preprocess hook); 0 (default): none. Thaler et al.'s / Payer et al.'s code: 0.15.
     augment : AugmentConfig
     dropout : float
     checkpoint_every : int
@@ -153,6 +161,8 @@ class TrainConfig:
     lr_gamma: float = 0.1
     encoder_weights: str | None = None
     encoder_weights_sha256: str | None = None
+    heatmap_init_std: float = 1e-3
+    input_smoothing_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -171,6 +181,12 @@ class TrainConfig:
         for name in ("init_sigma", "gamma", "lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.heatmap_init_std > 0:
+            raise ConfigError(f"TrainConfig.heatmap_init_std must be > 0, got {self.heatmap_init_std!r}")
+        if self.heatmap_init_std != 1e-3 and self.model not in ("scn", "la_only"):
+            raise ConfigError(f"TrainConfig.heatmap_init_std applies to the 'scn' and 'la_only' models, not {self.model!r}")
+        if not (isinstance(self.input_smoothing_mm, (int, float)) and 0 <= self.input_smoothing_mm < float("inf")):
+            raise ConfigError(f"TrainConfig.input_smoothing_mm must be a finite number >= 0, got {self.input_smoothing_mm!r}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.convention == "payer" and self.target == "learned_aniso" and self.loss == "heatmap":
@@ -213,7 +229,8 @@ class TrainConfig:
             del d["loss"]
         del d["encoder_weights"]
         for name, default in (("epochs", None), ("lr_milestones", []), ("lr_gamma", 0.1),
-                              ("encoder_weights_sha256", None)):
+                              ("encoder_weights_sha256", None), ("heatmap_init_std", 1e-3),
+                              ("input_smoothing_mm", 0.0)):
             if d[name] == default:
                 del d[name]
         d["augment"] = self.augment.to_dict()
@@ -236,6 +253,7 @@ def build_network(config: TrainConfig, num_landmarks: int, spatial_dims: int = 2
     kw: dict[str, Any] = {"num_filters": config.num_filters, "dropout": config.dropout}
     if config.model in ("scn", "la_only"):
         kw["sc_filters"] = config.num_filters
+        kw["heatmap_init_std"] = config.heatmap_init_std
     return build_model(config.model, 1, num_landmarks, spatial_dims=spatial_dims, **kw)
 
 
@@ -445,8 +463,9 @@ def train(
         images = torch.stack([b["image"] for b in items]).to(device)
         landmarks = torch.stack([b["landmarks"] for b in items]).to(device)
         aug_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, it, 1]).generate_state(1)[0]))
-        params = sample_params(len(idx), (height, width), config.augment, generator=aug_gen).to(device)
-        images, landmarks = apply_params(params, images, landmarks)
+        spacing = torch.stack([b["spacing"] for b in items]) if config.augment.needs_spacing else None
+        params = sample_params(len(idx), (height, width), config.augment, generator=aug_gen, spacing=spacing).to(device)
+        images, landmarks = apply_params(params, images, landmarks, clamp=config.augment.clamp_range)
         torch.manual_seed(int(np.random.SeedSequence([config.seed, it, 2]).generate_state(1)[0]))  # dropout masks
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * _lr_factor(config, it, n_images)
