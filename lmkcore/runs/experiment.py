@@ -293,11 +293,12 @@ def experiment_dataset(record: LandmarkDataset, config: ExperimentConfig, ids: l
     """The working-size torch dataset of ``ids`` as ``config`` sees them (reference annotation set, input
     width; with ``input_height`` a fixed padded frame)."""
     rec = reference_record(record, config)
+    smooth = config.train.input_smoothing_mm  # Gaussian pre-smoothing at the original resolution (0: none)
     if config.input_height is not None:
         return LandmarkImageDataset(rec, list(ids), size=(config.input_width, config.input_height),
-                                    cache_dir=RunStore.of(cache_dir).images_dir, pad=True)
+                                    cache_dir=RunStore.of(cache_dir).images_dir, pad=True, smoothing_mm=smooth)
     return LandmarkImageDataset(rec, list(ids), size=working_size(rec, config.input_width),
-                                cache_dir=RunStore.of(cache_dir).images_dir)
+                                cache_dir=RunStore.of(cache_dir).images_dir, smoothing_mm=smooth)
 
 
 def model_checkpoint(record: LandmarkDataset, config: ExperimentConfig, cache_dir: str | Path | RunStore) -> Path:
