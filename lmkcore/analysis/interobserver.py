@@ -28,7 +28,7 @@ import pandas as pd
 from lmkcore.analysis.covariance import cov_to_params
 from lmkcore.errors import DataError
 from lmkcore.data.landmarks import ISBI_LANDMARK_NAMES, ISBI_OBSERVER_LANDMARKS
-from lmkcore.data.records import LandmarkDataset
+from lmkcore.data.records import LandmarkDataset, cv_folds
 
 AGGREGATIONS = ("mean_cov", "mean_params", "ratio_of_means", "median_params")
 
@@ -242,16 +242,15 @@ def observer_mean_cv_record(record: LandmarkDataset, landmarks=None) -> tuple[La
         splits are kept where they hold these images.
     prefix : str
         Split prefix of the CV folds, ``"obs_cv"`` or ``"cv"`` (for
-        :func:`lmkcore.runs.crossval.cv_folds`).
+        :func:`lmkcore.data.records.cv_folds`).
 
     Raises
     ------
     DataError
         No default landmark set, fewer than 3 observers, or an observer missing on a fold image.
     ConfigError
-        No CV folds (from :func:`~lmkcore.runs.crossval.cv_folds`).
+        No CV folds (from :func:`~lmkcore.data.records.cv_folds`).
     """
-    from lmkcore.runs.crossval import cv_folds
 
     if landmarks is None:
         landmarks = record.extras.get("observer_landmarks")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lmkcore.errors import DataError
+from lmkcore.errors import ConfigError, DataError
 
 
 #: Annotation keys that are derived from other annotations rather than made by an observer.
@@ -265,3 +265,53 @@ class LandmarkDataset:
         """A new record with ``splits`` (name -> ids) added or replaced; ``self`` is not changed."""
         return replace(self, splits={**self.splits, **{k: list(v) for k, v in splits.items()}})
 
+
+def cv_folds(record: LandmarkDataset, prefix: str = "cv") -> list[tuple[str, str]]:
+    """The cross-validation folds of ``record``: ``[("cv1/train", "cv1/val"), ("cv2/train", "cv2/val"), ...]``.
+
+    Folds are numbered from 1 and taken while both ``{prefix}{k}/train`` and ``{prefix}{k}/val`` exist.
+
+    Parameters
+    ----------
+    record : LandmarkDataset
+    prefix : str
+        Split name prefix: ``"cv"`` (19-landmark folds) or ``"obs_cv"`` (ISBI 11-observer folds).
+
+    Returns
+    -------
+    list of (str, str)
+        ``(train split, val split)`` per fold, in fold order.
+
+    Raises
+    ------
+    ConfigError
+        When the record has no such fold (the message lists the available splits), when two val splits
+        share an image, or when a val image is also in its own fold's train split.
+    """
+    folds = []
+    k = 1
+    while f"{prefix}{k}/train" in record.splits and f"{prefix}{k}/val" in record.splits:
+        folds.append((f"{prefix}{k}/train", f"{prefix}{k}/val"))
+        k += 1
+    if not folds:
+        raise ConfigError(f"{record.name}: no cross-validation folds {prefix}1/train, {prefix}1/val; "
+                          f"available splits: {', '.join(sorted(record.splits)) or 'none'}")
+    seen: dict[str, str] = {}
+    for tr, va in folds:
+        val_ids = record.splits[va]
+        leaked = sorted(set(val_ids) & set(record.splits[tr]))
+        if leaked:
+            raise ConfigError(f"{record.name}: {len(leaked)} images of {va!r} are also in {tr!r} "
+                              f"(e.g. {leaked[0]!r}); a fold must not train on its own val images")
+        for i in val_ids:
+            if i in seen:
+                raise ConfigError(f"{record.name}: val splits {seen[i]!r} and {va!r} overlap (e.g. image {i!r}); "
+                                  "every image must be held out by one fold only")
+            seen[i] = va
+    return folds
+
+
+def has_cv_folds(record: LandmarkDataset, prefix: str = "cv") -> bool:
+    """Whether ``record`` has a first fold ``{prefix}1/train`` + ``{prefix}1/val`` (no consistency check;
+    :func:`cv_folds` checks)."""
+    return f"{prefix}1/train" in record.splits and f"{prefix}1/val" in record.splits

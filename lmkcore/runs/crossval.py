@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmkcore.data.records import LandmarkDataset
+from lmkcore.data.records import LandmarkDataset, cv_folds, has_cv_folds
 from lmkcore.errors import ConfigError
 from lmkcore.runs.experiment import ExperimentConfig, ExperimentResult, run_experiment
 from lmkcore.runs.store import RunStore
@@ -30,57 +30,6 @@ __all__ = ["cv_folds", "has_cv_folds", "cv_junior_skip_reason", "CrossValidation
 _PER_IMAGE = ("spacing", "reference_px", "truth_px", "pred_argmax_px", "pred_fit_px", "peak", "fit_cov_mm",
               "fit_amplitude", "fit_ok", "heatmap_crops", "crop_origin", "work_spacing", "mc_points_px",
               "mc_fit_px", "mc_fit_cov_mm", "ere_mm", "ere_ts_mm", "softmax_confidence", "hottest_px")
-
-
-def cv_folds(record: LandmarkDataset, prefix: str = "cv") -> list[tuple[str, str]]:
-    """The cross-validation folds of ``record``: ``[("cv1/train", "cv1/val"), ("cv2/train", "cv2/val"), ...]``.
-
-    Folds are numbered from 1 and taken while both ``{prefix}{k}/train`` and ``{prefix}{k}/val`` exist.
-
-    Parameters
-    ----------
-    record : LandmarkDataset
-    prefix : str
-        Split name prefix: ``"cv"`` (19-landmark folds) or ``"obs_cv"`` (ISBI 11-observer folds).
-
-    Returns
-    -------
-    list of (str, str)
-        ``(train split, val split)`` per fold, in fold order.
-
-    Raises
-    ------
-    ConfigError
-        When the record has no such fold (the message lists the available splits), when two val splits
-        share an image, or when a val image is also in its own fold's train split.
-    """
-    folds = []
-    k = 1
-    while f"{prefix}{k}/train" in record.splits and f"{prefix}{k}/val" in record.splits:
-        folds.append((f"{prefix}{k}/train", f"{prefix}{k}/val"))
-        k += 1
-    if not folds:
-        raise ConfigError(f"{record.name}: no cross-validation folds {prefix}1/train, {prefix}1/val; "
-                          f"available splits: {', '.join(sorted(record.splits)) or 'none'}")
-    seen: dict[str, str] = {}
-    for tr, va in folds:
-        val_ids = record.splits[va]
-        leaked = sorted(set(val_ids) & set(record.splits[tr]))
-        if leaked:
-            raise ConfigError(f"{record.name}: {len(leaked)} images of {va!r} are also in {tr!r} "
-                              f"(e.g. {leaked[0]!r}); a fold must not train on its own val images")
-        for i in val_ids:
-            if i in seen:
-                raise ConfigError(f"{record.name}: val splits {seen[i]!r} and {va!r} overlap (e.g. image {i!r}); "
-                                  "every image must be held out by one fold only")
-            seen[i] = va
-    return folds
-
-
-def has_cv_folds(record: LandmarkDataset, prefix: str = "cv") -> bool:
-    """Whether ``record`` has a first fold ``{prefix}1/train`` + ``{prefix}1/val`` (no consistency check;
-    :func:`cv_folds` checks)."""
-    return f"{prefix}1/train" in record.splits and f"{prefix}1/val" in record.splits
 
 
 def cv_junior_skip_reason(record: LandmarkDataset) -> str | None:
