@@ -26,10 +26,10 @@ from lmkcore.runs.store import RunStore
 __all__ = ["cv_folds", "has_cv_folds", "cv_junior_skip_reason", "CrossValidation", "pool_results",
            "run_cross_validation"]
 
-#: Per-image fields of :class:`ExperimentResult` (first axis = evaluated images), concatenated when pooling.
-_PER_IMAGE = ("spacing", "reference_px", "truth_px", "pred_argmax_px", "pred_fit_px", "peak", "fit_cov_mm",
-              "fit_amplitude", "fit_ok", "heatmap_crops", "crop_origin", "work_spacing", "mc_points_px",
-              "mc_fit_px", "mc_fit_cov_mm", "ere_mm", "ere_ts_mm", "softmax_confidence", "hottest_px")
+#: Per-image fields of :class:`ExperimentResult` (first axis = evaluated images), concatenated when pooling:
+#: the stored arrays except the one per-model array (the learned Sigma), and the calibration fields.
+_PER_IMAGE = tuple(a for a in ExperimentResult._ARRAYS if a != "learned_cov_mm") + (
+    "ere_mm", "ere_ts_mm", "softmax_confidence", "hottest_px")
 
 
 def cv_junior_skip_reason(record: LandmarkDataset) -> str | None:
