@@ -168,3 +168,18 @@ def test_notebook_context_cross_validation_mirrors_experiment(session_cache, tmp
         assert r.config["train"]["iterations"] == 2 and r.config["train"]["target"] == "learned_aniso"
     with pytest.raises(ConfigError, match="no cross-validation folds obs_cv1/train"):
         ctx.cross_validation(record, "scn_aniso", prefix="obs_cv")
+
+
+def test_explicit_fold_splits_need_no_default_split_pair():
+    """A record holding only fold splits (e.g. the 11-observer folds of a paper-dry record, where neither
+    train/test_all nor cv1/val survive) gets a config for the splits it names; without them, one clear error."""
+    from lmkcore.training.methods import experiment_config
+    from lmkcore.training.profiles import get_profile
+
+    splits = {k: v for k, v in _folds_splits(2, 8).items()}
+    record = _record({f"obs_{k}": v for k, v in splits.items()})
+    cfg = experiment_config(get_profile("smoke"), record, "scn_aniso", train_split="obs_cv1/train",
+                            eval_split="obs_cv1/val")
+    assert (cfg.train_split, cfg.eval_split) == ("obs_cv1/train", "obs_cv1/val")
+    with pytest.raises(ConfigError, match="no train/test_all or cv1 splits"):
+        experiment_config(get_profile("smoke"), record, "scn_aniso")

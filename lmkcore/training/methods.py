@@ -71,11 +71,13 @@ def experiment_config(profile: Profile, record: LandmarkDataset, method: str, *,
     640 x 800 input and epoch schedule in the ``paper`` profile) < ``train_overrides`` / ``input_width``.
     """
     _, fields = _method(method)
-    tr, ev = default_splits(record)
+    if train_split is None or eval_split is None:  # explicit splits (e.g. CV folds) need no default pair
+        tr, ev = default_splits(record)
+        train_split, eval_split = train_split or tr, eval_split or ev
     method_train, method_exp = profile.method_settings(method)
     train_cfg = profile.train_config(**{**fields, **method_train, **train_overrides})
     width = input_width or method_exp.get("input_width") or profile.input_width
     height = method_exp.get("input_height") if input_width is None else None
     return ExperimentConfig(train=train_cfg, input_width=width, input_height=height,
-                            train_split=train_split or tr, eval_split=eval_split or ev,
+                            train_split=train_split, eval_split=eval_split,
                             reference=reference or record.reference, mc_samples=mc_samples)
