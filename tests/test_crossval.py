@@ -183,3 +183,20 @@ def test_explicit_fold_splits_need_no_default_split_pair():
     assert (cfg.train_split, cfg.eval_split) == ("obs_cv1/train", "obs_cv1/val")
     with pytest.raises(ConfigError, match="no train/test_all or cv1 splits"):
         experiment_config(get_profile("smoke"), record, "scn_aniso")
+
+
+def test_notebook_context_cross_validation_on_a_record_with_only_fold_splits(tmp_path, monkeypatch):
+    """ctx.cross_validation builds its configs from the folds, not from a default split pair the record
+    may lack (paper-dry's 11-observer record: only obs_cv* splits)."""
+    import lmkcore.runs.crossval as crossval
+    from lmkcore.reporting.notebook import setup_notebook
+
+    seen = {}
+    monkeypatch.setattr(crossval, "run_cross_validation",
+                        lambda record, config, cache_dir, folds, **kw: seen.update(config=config, folds=folds))
+    ctx = setup_notebook("test_crossval", "smoke", "synthetic", device="cpu", figures_dir=str(tmp_path / "fig"),
+                         cache_dir=str(tmp_path / "cache"))
+    record = _record({f"obs_{k}": v for k, v in _folds_splits(2, 8).items()})
+    ctx.cross_validation(record, "scn_aniso", prefix="obs_cv", progress=False)
+    assert seen["folds"] == [("obs_cv1/train", "obs_cv1/val"), ("obs_cv2/train", "obs_cv2/val")]
+    assert (seen["config"].train_split, seen["config"].eval_split) == ("obs_cv1/train", "obs_cv1/val")

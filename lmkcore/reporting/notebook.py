@@ -117,7 +117,8 @@ class NotebookContext:
         from lmkcore.training.methods import experiment_config, method_label
 
         folds = cv_folds(record, prefix)
-        config = experiment_config(self.profile, record, method, seed=self.seed, **overrides)
+        config = experiment_config(self.profile, record, method, seed=self.seed, train_split=folds[0][0],
+                                   eval_split=folds[0][1], **overrides)  # each fold replaces the splits
         return run_cross_validation(record, config, self.cache_dir, folds, device=self.device, progress=progress,
                                     label=method_label(method))
 
