@@ -175,7 +175,8 @@ def write_root_index(figures_root: str | Path) -> Path:
     for folder in run_folders(root):
         recs = [r for r in read_index_records(folder)
                 if any((folder / f).is_file() for f in r.get("files", []))]
-        runs = sorted({f"{r.get('profile', '?')} / {r.get('dataset', '?')}" for r in recs})
+        runs = sorted({f"{r.get('profile', '?')} / {r.get('dataset', '?')}"
+                       + (f" (reference {r['reference']})" if r.get("reference") else "") for r in recs})
         n_fig = sum(r.get("kind") == "figure" for r in recs)
         n_tab = sum(r.get("kind") == "table" for r in recs)
         newest = max((str(r.get("created", "")) for r in recs), default="-")
@@ -184,9 +185,10 @@ def write_root_index(figures_root: str | Path) -> Path:
     text = (
         "# Figures and tables, by run\n\n"
         "`./run_all.sh --profile P --dataset D` writes its figures (PNG + PDF) and tables (CSV + Markdown) to "
-        "`figures/P-D/`, so runs never overwrite each other; the committed results are those of the default run, "
-        "`quick-synthetic/`. Each folder's `INDEX.md` lists its files with the paper figure/table, notebook and "
-        "time.\n\n"
+        "`figures/P-D/` (`figures/P-D-R/` with `--param reference=R`), so runs never overwrite each other; the committed "
+        "results are those of the default run, `quick-synthetic/`, and the tables of the quick runs on the real ISBI 2015 "
+        "data (their figures are not committed: some show the images). Each folder's `INDEX.md` lists its files with "
+        "the paper figure/table, notebook and time.\n\n"
         "| run folder | profile / dataset | figures | tables | newest (UTC) |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
