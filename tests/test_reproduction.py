@@ -160,3 +160,19 @@ def test_cv_junior_rows_are_read_from_notebook_01s_table(tmp_path):
     report = rep.build_report(tmp_path / "figures")
     line = next(l for l in report.splitlines() if "CV jun., Σ-target Σ̂-fit" in l and "PE (mm)" in l)
     assert "0.99" in line and f"{ours['PE mean']:.2f}" in line
+
+
+def test_payer_table4_reads_notebook_01s_current_row_labels(tmp_path):
+    """Payer Table 4 (#O_r): the rows notebook 01 writes are labelled by method_label (scn_payer, unet_iso);
+    the report must find them under those labels, not show '–'."""
+    from lmkcore.training.methods import method_label
+
+    folder = tmp_path / "figures" / "quick-isbi2015"
+    rows = {method_label("scn_payer"): (54.0, 41.2, 31.7, 20.0), method_label("unet_iso"): (69.7, 61.4, 54.2, 43.4)}
+    text = "test_all,#O 2mm %,#O 2.5mm %,#O 3mm %,#O 4mm %\n" + "".join(
+        f'"{k}",' + ",".join(map(str, v)) + "\n" for k, v in rows.items())
+    _table(folder, "01_payer_table4_outliers", text, "quick", "isbi2015")
+    (run,) = rep.find_runs(tmp_path / "figures")
+    for row, label in (("SCN", method_label("scn_payer")), ("Localization U-Net", method_label("unet_iso"))):
+        for i, r in enumerate(("2", "2.5", "3", "4")):
+            assert rep.lookup(run, _target(rep.PAYER, "Table 4", row, f"#O {r} mm (%)"))[0] == rows[label][i]

@@ -127,8 +127,11 @@ def _thaler_table34() -> list[Target]:
 
 def _payer_table4() -> list[Target]:
     out = []
-    for method, ours in (("SCN (Payer et al. 2019)", ("SCN, σ-target (Payer et al. 2019)",)),
-                         ("Localization U-Net (Payer et al. 2019)", ("Localization U-Net, σ-target",))):
+    # notebook 01's row labels: method_label("scn_payer") / ("unet_iso"), and their former names
+    for method, ours in (("SCN (Payer et al. 2019)", ("SCN, learned σ (Payer et al. 2019)",
+                                                      "SCN, σ-target (Payer et al. 2019)")),
+                         ("Localization U-Net (Payer et al. 2019)", ("Localization U-Net, learned σ (Payer et al. 2019)",
+                                                                     "Localization U-Net, σ-target"))):
         for r, o in zip(("2", "2.5", "3", "4"), ref.PAYER_TABLE4_OUTLIERS[method]):
             out.append(Target(PAYER, "Table 4", method.split(" (")[0], f"#O {r} mm (%)", o, NA,
                               ("01_payer_table4_outliers",), ours, (f"#O {r}mm %",)))
