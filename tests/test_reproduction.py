@@ -176,3 +176,12 @@ def test_payer_table4_reads_notebook_01s_current_row_labels(tmp_path):
     for row, label in (("SCN", method_label("scn_payer")), ("Localization U-Net", method_label("unet_iso"))):
         for i, r in enumerate(("2", "2.5", "3", "4")):
             assert rep.lookup(run, _target(rep.PAYER, "Table 4", row, f"#O {r} mm (%)"))[0] == rows[label][i]
+
+
+def test_ere_error_correlation_is_read_from_notebook_06s_table(tmp_path):
+    """McCouat Sec. 3.4 (r = 0.96): notebook 06 saves the Pearson r of the 36-landmark bin means as a table."""
+    _table(tmp_path / "figures" / "quick-isbi2015", "06_mccouat_fig5_ere_vs_error_correlation",
+           "correlation,r,n\nPearson r (bins of 36),0.913,52\nSpearman ρ (all landmarks),0.55,1900\n", "quick", "isbi2015")
+    (run,) = rep.find_runs(tmp_path / "figures")
+    t = _target(rep.MCCOUAT, "ERE (Sec. 3.4)", "ERE vs error correlation", "r")
+    assert t.value == 0.96 and rep.lookup(run, t)[0] == 0.913

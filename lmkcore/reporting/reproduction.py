@@ -167,7 +167,8 @@ def _mccouat() -> list[Target]:
                       ("06_mccouat_calibration_definitions", "06_mccouat_table2_good_erroneous"), ("paper_text",),
                       ("ERE threshold (mm)", "@ERE threshold"), "erroneous = error > 2 mm (text)"))
     out.append(Target(MCCOUAT, "ERE (Sec. 3.4)", "ERE vs error correlation", "r", other[2][1], NA,
-                      ("06_mccouat_fig5_ere_vs_error",), ("correlation", "Pearson r (bins of 36)"), ("~r", "~correlation")))
+                      ("06_mccouat_fig5_ere_vs_error_correlation", "06_mccouat_fig5_ere_vs_error"),
+                      ("Pearson r (bins of 36)", "correlation"), ("~r", "~correlation")))
     return out
 
 
