@@ -80,17 +80,23 @@ TINY = Sizes(scn_hw=(80, 64), scn_filters=8, scn_batch=1, chh_hw=(80, 64), chh_b
 #: Trainings of the whole ``paper`` run (notebooks 01-07), in units of the benchmarked steps.
 #: (label, benchmark key, runs, iterations per run, size factor = pixels relative to the benchmark, note)
 PAPER_RUN = [
-    ("SCN-family 40k runs (01-05)", "scn", 9, 40000, 1.0,
-     "01: SCN Sigma/sigma-target, U-Net, LA-only; 03: 11-observer mean; 04: 4 alphas"),
+    ("SCN-family 40k runs (01, 02, 04, 06)", "scn", 10, 40000, 1.0,
+     "01: SCN Sigma-target, Payer SCN, U-Net, LA-only; 02: sigma-target; 04: 4 alphas; 06: SCN against the mean"),
+    ("Thaler 11-observer 4-fold CV (03, 04)", "scn", 12, 40000, 1.0,
+     "Sigma-, sigma-target, sigma = 3 x 4 folds (5 landmarks; 03 reuses 04's Sigma-target folds)"),
     ("SCN fixed sigma / reduced sets (04)", "scn", 7, 40000, 1.0, "04: 4 fixed sigmas, 3 reduced training sets"),
     ("SCN input-size sweep (04)", "scn", 1, 40000, (128 / 416) ** 2 + (256 / 416) ** 2 + (512 / 416) ** 2,
      "widths 128, 256, 512 (cost ~ pixels)"),
+    ("CV jun. (--param reference=junior: 01, 02, 05)", "scn", 9, 40000, 1.0,
+     "4 folds on the junior annotations + 01/02's 5 models trained on junior"),
     ("ResNet-34 U-Net (06)", "chh", 2, 15 * math.ceil(150 / 4), 1.0, "one-hot + Gaussian; 15 epochs x 38 batches"),
     ("PHD-Net (07)", "phd", 2 * 19, 500 * math.ceil(120 / 32), 1.0,
      "2 variants x 19 landmarks x <= 500 epochs (upper bound: early stopping)"),
 ]
-#: Sigma-hat fits of the paper run: 250 test images x 19 landmarks per SCN-family run (17 runs).
-PAPER_FITS = 17 * 250 * 19
+#: Sigma-hat fits of the paper run (images x landmarks per SCN-family run): 21 runs on the 250 test images
+#: (10 + 7 + 3 sweep widths + 1), the 11-observer CV (12 runs x 25 val images x 5 landmarks) and CV jun.
+#: (4 folds x 100 val images + 5 runs x 250 test images, 19 landmarks).
+PAPER_FITS = 21 * 250 * 19 + 12 * 25 * 5 + (4 * 100 + 5 * 250) * 19
 
 
 # ----------------------------------------------------------------------------- helpers
