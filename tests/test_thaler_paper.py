@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lmkcore.errors import ConfigError
-from lmkcore.training.augment import THALER_AUGMENT, AugmentConfig, apply_intensity, apply_params, sample_params
+from lmkcore.training.augment import AugmentConfig, apply_intensity, apply_params, sample_params
+from lmkcore.training.profiles import THALER_AUGMENT
 
 THALER = ("scn_aniso", "scn_iso", "scn_fixed")
 NEW_TRAIN_FIELDS = {"heatmap_init_std", "input_smoothing_mm"}

@@ -77,7 +77,6 @@ from torch import Tensor
 from lmkcore.errors import ConfigError, LmkcoreError
 
 __all__ = [
-    "THALER_AUGMENT",
     "AugmentConfig",
     "AugmentParams",
     "InversionError",
@@ -101,10 +100,6 @@ __all__ = [
 ]
 
 _PADDING_MODES = ("zeros", "border", "reflection")
-
-#: Thaler et al. (2021)'s code augmentation as AugmentConfig fields (defined beside the other presets in the
-#: torch-free :mod:`lmkcore.training.profiles`; re-exported here).
-from lmkcore.training.profiles import THALER_AUGMENT  # noqa: E402
 
 #: :class:`AugmentConfig` fields added after the first cached runs, with their defaults (left out of
 #: :meth:`AugmentConfig.to_dict` at these values).
@@ -763,12 +758,11 @@ def random_affine(
     iso = _uniform((B, 1), config.scale, 1.0, generator, device, dtype)
     aniso = _uniform((B, n), config.aniso_scale, 1.0, generator, device, dtype)
     sizes = torch.tensor(list(reversed(spatial_shape)), dtype=dtype, device=device)
-    if config.translate_mm:  # one uniform draw per axis either way: the same random stream
-        half = config.translate * sizes + config.translate_px + config.translate_mm / _spacing_tensor(
-            spacing, B, n, device, dtype)
+    if config.translate_mm or config.translate_px:  # one uniform draw per axis either way: the same random stream
+        half = config.translate * sizes + config.translate_px
+        if config.translate_mm:
+            half = half + config.translate_mm / _spacing_tensor(spacing, B, n, device, dtype)
         tr = _uniform((B, n), 1.0, 0.0, generator, device, dtype) * half
-    elif config.translate_px:
-        tr = _uniform((B, n), 1.0, 0.0, generator, device, dtype) * (config.translate * sizes + config.translate_px)
     else:
         tr = _uniform((B, n), config.translate, 0.0, generator, device, dtype) * sizes
     return affine_from_parameters(spatial_shape, rot, iso * aniso, tr, device=device)

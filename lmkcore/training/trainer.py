@@ -284,9 +284,13 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module, target: Heatmap
 STEP_SCHEDULE: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.75, 0.1))
 
 
+def _steps(n_images: int, batch_size: int) -> int:
+    return max(1, -(-int(n_images) // int(batch_size)))
+
+
 def steps_per_epoch(config: TrainConfig, n_images: int) -> int:
     """Batches of one epoch over ``n_images`` (``ceil(n / batch_size)``, the last batch may be smaller)."""
-    return max(1, -(-int(n_images) // int(config.batch_size)))
+    return _steps(n_images, config.batch_size)
 
 
 def total_iterations(config: TrainConfig, n_images: int) -> int:
@@ -309,8 +313,7 @@ def _lr_factor(config: TrainConfig, iteration: int, n_images: int | None = None)
             if iteration > fraction * config.iterations:
                 factor = value
         return factor
-    total = config.iterations if config.epochs is None else total_iterations(config, n_images or config.batch_size)
-    progress = iteration / max(total, 1)
+    progress = iteration / max(total_iterations(config, n_images or config.batch_size), 1)
     return float(0.01 + 0.99 * 0.5 * (1.0 + np.cos(np.pi * progress)))
 
 
@@ -320,8 +323,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def _epoch_batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> np.ndarray:
     """Indices of the batch of ``iteration`` in epoch mode: batch ``k`` of epoch ``e``'s permutation."""
-    steps = max(1, -(-n // batch_size))
-    epoch, k = divmod(iteration, steps)
+    epoch, k = divmod(iteration, _steps(n, batch_size))
     return _epoch_order(n, seed, epoch)[k * batch_size: (k + 1) * batch_size]
 
 
