@@ -59,7 +59,24 @@ def padded_frame_size(image_size, work_size) -> np.ndarray:
     return np.stack([np.maximum(wf, w), np.maximum(hf, h)], -1)
 
 
-class PadToAspect:
+class _ChainedStep:
+    """A picklable preprocessing step applied after ``then`` (a record's own preprocessing, or None).
+
+    :attr:`cache_key` is ``"<own key>|<then's key>"``, so images made by the step get their own entries in
+    the image cache (:mod:`lmkcore.data.image_cache`).
+    """
+
+    def __init__(self, own_key: str, then=None) -> None:
+        self.then = then
+        inner = None if then is None else (getattr(then, "cache_key", None) or repr(then))
+        self.cache_key = f"{own_key}|{inner}"
+
+    def _input(self, image: np.ndarray) -> np.ndarray:
+        """``image`` after ``then``, as float32 ``(H, W)``."""
+        return np.asarray(self.then(image) if self.then is not None else image, dtype=np.float32)
+
+
+class PadToAspect(_ChainedStep):
     """Picklable preprocessing step: zero-pad a ``(H, W)`` image on the right / at the bottom to the frame
     of :func:`padded_frame_size` (then applies ``then``, a record's own preprocessing, first).
 
@@ -69,12 +86,10 @@ class PadToAspect:
 
     def __init__(self, work_size: tuple[int, int], then=None) -> None:
         self.work_size = (int(work_size[0]), int(work_size[1]))
-        self.then = then
-        inner = None if then is None else (getattr(then, "cache_key", None) or repr(then))
-        self.cache_key = f"pad-right-bottom-{self.work_size[0]}:{self.work_size[1]}|{inner}"
+        super().__init__(f"pad-right-bottom-{self.work_size[0]}:{self.work_size[1]}", then)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        img = np.asarray(self.then(image) if self.then is not None else image, dtype=np.float32)
+        img = self._input(image)
         h, w = img.shape
         wf, hf = padded_frame_size(np.array([w, h]), self.work_size)
         out = np.zeros((int(hf), int(wf)), dtype=np.float32)
@@ -82,7 +97,7 @@ class PadToAspect:
         return out
 
 
-class GaussianPresmooth:
+class GaussianPresmooth(_ChainedStep):
     """Picklable preprocessing step: Gaussian smoothing of a full-resolution ``(H, W)`` image (after ``then``,
     a record's own preprocessing), before it is resized to the working size (Thaler et al.'s / Payer et al.'s
     code: ``image_gaussian_sigma=0.15`` mm on the 0.1 mm/px cephalograms, i.e. 1.5 px).
@@ -101,9 +116,7 @@ class GaussianPresmooth:
         self.sigma_px = (float(sigma_px[0]), float(sigma_px[1]))
         if not all(np.isfinite(self.sigma_px)) or min(self.sigma_px) <= 0:
             raise ConfigError(f"GaussianPresmooth: sigma_px must be > 0, got {sigma_px!r}")
-        self.then = then
-        inner = None if then is None else (getattr(then, "cache_key", None) or repr(then))
-        self.cache_key = f"gauss-{self.sigma_px[0]:.6g},{self.sigma_px[1]:.6g}|{inner}"
+        super().__init__(f"gauss-{self.sigma_px[0]:.6g},{self.sigma_px[1]:.6g}", then)
 
     @classmethod
     def for_record(cls, record: LandmarkDataset, sigma_mm: float, then=None) -> "GaussianPresmooth":
@@ -123,7 +136,7 @@ class GaussianPresmooth:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from scipy.ndimage import gaussian_filter
 
-        img = np.asarray(self.then(image) if self.then is not None else image, dtype=np.float32)
+        img = self._input(image)
         return gaussian_filter(img, sigma=(self.sigma_px[1], self.sigma_px[0]), mode="nearest")
 
 
