@@ -217,6 +217,11 @@ class LandmarkImageDataset(Dataset):
         self.landmarks = self.observers[:, 0]
         self.spacing = (self.record.spacing * orig / np.asarray(self.size, dtype=np.float64)).astype(np.float32)
 
+    def to_original(self, points_work: np.ndarray) -> np.ndarray:
+        """``(M, K, D)`` points in working px of this dataset's ``M`` images -> original-image px, through
+        each image's :attr:`frame_size` (the padded frame with ``pad=True``)."""
+        return np.stack([resize_landmarks(p, self.size, s) for p, s in zip(points_work, self.frame_size)])
+
     def __len__(self) -> int:
         return len(self.record.ids)
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from lmkcore.analysis.decoding import argmax_subpixel
 from lmkcore.analysis.metrics import point_errors
-from lmkcore.data.geometry import resize_landmarks
 from lmkcore.data.records import LandmarkDataset
 from lmkcore.errors import ConfigError
 from lmkcore.runs.experiment import ExperimentConfig, experiment_dataset, load_model, split_ids
@@ -72,7 +71,7 @@ def component_predictions(record: LandmarkDataset, config: ExperimentConfig, cac
     result: dict = {}
     for key, v in parts.items():
         work = np.concatenate(v)
-        result[key] = np.stack([resize_landmarks(p, ds.size, s) for p, s in zip(work, ds.record.image_size)])
+        result[key] = ds.to_original(work)
     result["ids"] = list(ds.record.ids)
     result["reference"] = ds.record.landmarks
     result["spacing"] = ds.record.spacing

@@ -27,7 +27,6 @@ import torch
 
 from lmkcore.analysis.calibration import expected_radial_error, fit_temperature, fit_temperature_best_ece
 from lmkcore.training.losses import nll_per_landmark, pixel_index, softmax_2d
-from lmkcore.data.geometry import resize_landmarks
 from lmkcore.data.loader import LandmarkImageDataset
 from lmkcore.data.records import LandmarkDataset
 from lmkcore.errors import ConfigError, DataError
@@ -300,8 +299,7 @@ def evaluate_calibration(record: LandmarkDataset, result: ExperimentResult, cach
             out[k].append(v.numpy())
     cat = {k: np.concatenate(v) for k, v in out.items()}
     vcount = np.maximum(cat["valid"].sum(0), 1)
-    am_orig = np.stack([resize_landmarks(a.astype(np.float64), eval_ds.size, s)  # through the (padded) frame
-                        for a, s in zip(cat["argmax"], eval_ds.frame_size)])
+    am_orig = eval_ds.to_original(cat["argmax"].astype(np.float64))  # through the (padded) frame
     ev = CalibrationEvaluation(
         ids=list(result.ids), temperature=temperature.numpy(), calib_nll=calib_nll, calib_nll_ts=calib_nll_ts,
         eval_nll=cat["nll"].sum(0) / vcount, eval_nll_ts=cat["nll_ts"].sum(0) / vcount,

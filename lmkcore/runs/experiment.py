@@ -25,7 +25,6 @@ from lmkcore.data.loader import LandmarkImageDataset, working_size
 from lmkcore.analysis.decoding import argmax_subpixel
 from lmkcore.errors import ConfigError
 from lmkcore.analysis.fitting import FIT_PRESETS, fit_gaussians
-from lmkcore.data.image_cache import resize_landmarks
 from lmkcore.data.records import LandmarkDataset, row_indices
 from lmkcore.runs.result import PointResult
 from lmkcore.data.integrity import file_lock
@@ -391,10 +390,6 @@ def usable_fit(fit, argmax_xy: torch.Tensor, window: int):
     return center, cov, ok
 
 
-def _to_original(points_work: np.ndarray, ds: LandmarkImageDataset) -> np.ndarray:
-    return np.stack([resize_landmarks(p, ds.size, s) for p, s in zip(points_work, ds.frame_size)])
-
-
 def _cov_work_to_mm(cov_work: np.ndarray, work_spacing: np.ndarray) -> np.ndarray:
     s = work_spacing[:, None, :]  # (M, 1, 2)
     return cov_work * s[..., :, None] * s[..., None, :]
@@ -435,15 +430,15 @@ def predict(model: torch.nn.Module, target, ds: LandmarkImageDataset, config: Ex
     mc_points = None
     if cat["mc"] is not None:
         m, k, n, _ = cat["mc"].shape
-        mc_points = _to_original(cat["mc"].transpose(0, 2, 1, 3).reshape(m, n * k, 2), ds).reshape(m, n, k, 2).transpose(0, 2, 1, 3)
+        mc_points = ds.to_original(cat["mc"].transpose(0, 2, 1, 3).reshape(m, n * k, 2)).reshape(m, n, k, 2).transpose(0, 2, 1, 3)
     return ExperimentResult(
         key="", config={}, ids=list(rec.ids), landmark_names=list(rec.landmark_names), spacing=rec.spacing.astype(np.float64),
         reference_px=rec.landmarks.astype(np.float64),
         truth_px=rec.truth["landmarks"].astype(np.float64) if "landmarks" in rec.truth else None,
-        pred_argmax_px=_to_original(cat["argmax"], ds), pred_fit_px=_to_original(cat["center"], ds),
+        pred_argmax_px=ds.to_original(cat["argmax"]), pred_fit_px=ds.to_original(cat["center"]),
         peak=cat["peak"], fit_cov_mm=_cov_work_to_mm(cat["cov"], work_spacing), fit_amplitude=cat["amp"], fit_ok=cat["ok"],
         learned_cov_mm=learned * med[:, None] * med[None, :], heatmap_crops=cat["crops"], crop_origin=cat["origin"],
         work_size=tuple(ds.size), work_spacing=work_spacing, mc_points_px=mc_points,
-        mc_fit_px=_to_original(cat["mc_c"], ds) if cat["mc_c"] is not None else None,
+        mc_fit_px=ds.to_original(cat["mc_c"]) if cat["mc_c"] is not None else None,
         mc_fit_cov_mm=_cov_work_to_mm(cat["mc_cov"], work_spacing) if cat["mc_cov"] is not None else None,
     )
